@@ -1,0 +1,216 @@
+"""The ``portway`` command: run, validate, routes, explain, demo."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+from urllib.parse import urlsplit
+
+import typer
+
+from portway.config.loader import load_config
+from portway.config.model import Config, ListenerConfig, ServiceConfig
+from portway.errors import ConfigError
+from portway.messages import Request
+from portway.routing import compile_routes, explain, normalize_path, render_explanation, render_table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Portway: an ingress controller that routes between services and balances within each.",
+)
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("portway[%(process)d] %(levelname)s %(message)s"))
+    root = logging.getLogger("portway")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _load_or_exit(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        count = len(exc.issues)
+        typer.echo(f"{path}: {count} problem{'s' if count != 1 else ''} found:", err=True)
+        for issue in exc.issues:
+            typer.echo(f"  {issue}", err=True)
+        raise typer.Exit(1) from None
+
+
+ConfigArg = Annotated[Path, typer.Argument(help="Native Portway config file (YAML).")]
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Native config file (YAML).")],
+    listen: Annotated[
+        list[str] | None,
+        typer.Option("--listen", "-l", help="HOST:PORT to listen on, replacing the config's listeners."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-w", min=1, help="Worker processes (default: CPU count)."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Serve a config: SIGHUP reloads it, SIGTERM drains and exits 0."""
+    from portway.server.workers import Supervisor
+
+    _setup_logging(log_level.upper())
+    cfg = _load_or_exit(config)
+    if listen:
+        try:
+            listeners = [ListenerConfig(address=a) for a in listen]
+        except ValueError as exc:
+            typer.echo(f"--listen: {exc}", err=True)
+            raise typer.Exit(2) from None
+        cfg = cfg.model_copy(update={"listeners": listeners})
+
+    def reload() -> Config:
+        fresh = load_config(config)
+        return fresh.model_copy(update={"listeners": cfg.listeners}) if listen else fresh
+
+    supervisor = Supervisor(cfg, workers or os.cpu_count() or 1, reload=reload)
+    raise typer.Exit(supervisor.run())
+
+
+@app.command()
+def validate(config: ConfigArg) -> None:
+    """Check a config file; exit non-zero listing every problem found."""
+    cfg = _load_or_exit(config)
+    table = compile_routes(cfg.routes, cfg.services, merge_slashes=cfg.server.merge_slashes)
+    for diagnostic in table.diagnostics:
+        typer.echo(f"warning: {diagnostic}", err=True)
+    typer.echo(
+        f"{config}: valid ({len(cfg.routes)} routes, {len(cfg.services)} services, "
+        f"{len(cfg.listeners)} listeners)"
+    )
+
+
+class _ServiceView:
+    """A service as ``routes`` and ``explain`` show it: a name, no sockets."""
+
+    def __init__(self, name: str, config: ServiceConfig) -> None:
+        self.name = name
+        self.config = config
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _views(cfg: Config) -> dict[str, _ServiceView]:
+    return {name: _ServiceView(name, sc) for name, sc in cfg.services.items()}
+
+
+@app.command()
+def routes(config: ConfigArg) -> None:
+    """Print the compiled routing table: per host, the order rules are tried in."""
+    cfg = _load_or_exit(config)
+    table = compile_routes(cfg.routes, _views(cfg), merge_slashes=cfg.server.merge_slashes)
+    typer.echo(render_table(table))
+    for diagnostic in table.diagnostics:
+        typer.echo(f"warning: {diagnostic}", err=True)
+
+
+@app.command("explain")
+def explain_command(
+    config: ConfigArg,
+    request_line: Annotated[str, typer.Argument(help="e.g. 'GET https://api.example.com/users/7'")],
+    header: Annotated[
+        list[str] | None, typer.Option("--header", "-H", help="'Name: value', repeatable.")
+    ] = None,
+    client_ip: Annotated[str, typer.Option(help="Client address, for client_ip hashing.")] = "127.0.0.1",
+) -> None:
+    """Which route a request would take and why, and which service and balancing key."""
+    cfg = _load_or_exit(config)
+    request = _request_from_cli(request_line, header or [], client_ip, cfg.server.merge_slashes)
+    table = compile_routes(cfg.routes, _views(cfg), merge_slashes=cfg.server.merge_slashes)
+    explanation = explain(table, request)
+    typer.echo(render_explanation(explanation))
+    route = explanation.route
+    if route is not None:
+        typer.echo(_describe_balancing(route.target, request))
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(2)
+
+
+def _request_from_cli(line: str, headers: list[str], client_ip: str, merge_slashes: bool) -> Request:
+    method, _, url = line.strip().partition(" ")
+    if not url:
+        method, url = "GET", method
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    if not parts.hostname:
+        _fail(f"cannot read a host in {url!r}")
+    try:
+        path = normalize_path(parts.path or "/", merge_slashes)
+    except ValueError as exc:
+        _fail(f"invalid path {parts.path!r}: {exc}")
+    raw_headers: list[tuple[bytes, bytes]] = [(b"host", parts.netloc.encode())]
+    for h in headers:
+        name, sep, value = h.partition(":")
+        if not sep:
+            _fail(f"header {h!r} is not 'Name: value'")
+        raw_headers.append((name.strip().encode(), value.strip().encode()))
+    return Request(method.upper(), parts.hostname.lower(), path, parts.query, raw_headers, client_ip)
+
+
+def _describe_balancing(service: _ServiceView, request: Request) -> str:
+    sc = service.config
+    lines = [
+        f"service: {service.name} ({len(sc.instances)} instance"
+        f"{'' if len(sc.instances) == 1 else 's'}: "
+        + ", ".join(f"{i.address} w{i.weight}" for i in sc.instances)
+        + ")",
+        f"balancing: {sc.algorithm}",
+    ]
+    if sc.algorithm in ("ring_hash", "maglev"):
+        hash_on = sc.hash_on
+        if hash_on is None or hash_on.client_ip:
+            lines.append(f"hash key: client IP = {request.client_ip}")
+        elif hash_on.header is not None:
+            value = request.header(hash_on.header)
+            lines.append(
+                f"hash key: header {hash_on.header} = {value!r}"
+                if value is not None
+                else f"hash key: header {hash_on.header} is absent: a random instance is picked"
+            )
+        elif hash_on.cookie is not None:
+            value = request.cookie(hash_on.cookie)
+            lines.append(
+                f"hash key: cookie {hash_on.cookie} = {value!r}"
+                if value is not None
+                else f"hash key: cookie {hash_on.cookie} is absent: a random instance is picked"
+            )
+    if sc.sticky is not None:
+        value = request.cookie(sc.sticky.cookie)
+        lines.append(
+            f"sticky: cookie {sc.sticky.cookie} = {value!r}"
+            if value is not None
+            else f"sticky: no {sc.sticky.cookie} cookie yet: picked by {sc.algorithm}, then pinned"
+        )
+    return "\n".join(lines)
+
+
+@app.command()
+def demo(
+    listen: Annotated[str, typer.Option(help="HOST:PORT for the gateway.")] = "127.0.0.1:8080",
+) -> None:
+    """Start three example services (two instances each) and the gateway in front of them."""
+    from portway.demo.runner import run_demo
+
+    _setup_logging()
+    raise typer.Exit(run_demo(listen))
+
+
+def main() -> None:
+    app()

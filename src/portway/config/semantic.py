@@ -1,0 +1,135 @@
+"""Rules that span fields or sections of a config, checked once the model itself is valid.
+
+Each issue is a field path such as ``("routes", 2, "service")`` and a message; the loader turns the
+path into the line and column where the field was written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from portway.config.model import Config, RouteConfig, ServiceConfig, ValueMatch
+from portway.config.reference import FieldPath
+
+Issue = tuple[FieldPath, str]
+
+# Service names become metric labels and log fields, so they are kept to a safe alphabet.
+SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
+HASHING_ALGORITHMS = frozenset({"ring_hash", "maglev"})
+
+
+def check(config: Config) -> list[Issue]:
+    """Every cross-field problem in ``config``, in the order of the sections."""
+    issues = _check_listeners(config)
+    for name, service in config.services.items():
+        issues.extend(_check_service(name, service))
+    issues.extend(_check_routes(config))
+    return issues
+
+
+def _check_listeners(config: Config) -> list[Issue]:
+    issues: list[Issue] = []
+    first_index: dict[str, int] = {}
+    for index, listener in enumerate(config.listeners):
+        address = listener.address.lower()
+        if address in first_index:
+            message = (
+                f"duplicate listener address '{listener.address}' "
+                f"(also listeners[{first_index[address]}])"
+            )
+            issues.append((("listeners", index, "address"), message))
+        else:
+            first_index[address] = index
+    return issues
+
+
+def _check_service(name: str, service: ServiceConfig) -> list[Issue]:
+    issues: list[Issue] = []
+    path: FieldPath = ("services", name)
+    if not SERVICE_NAME.match(name):
+        issues.append(
+            (
+                path,
+                f"service name '{name}' must be lower-case letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit",
+            )
+        )
+    if service.sticky is not None and service.algorithm in HASHING_ALGORITHMS:
+        issues.append(
+            (
+                (*path, "sticky"),
+                f"sticky sessions and algorithm '{service.algorithm}' both choose the instance: "
+                "pick one",
+            )
+        )
+    if service.hash_on is not None and service.algorithm not in HASHING_ALGORITHMS:
+        issues.append(
+            (
+                (*path, "hash_on"),
+                f"hash_on only applies to algorithm ring_hash or maglev, not '{service.algorithm}'",
+            )
+        )
+    first_index: dict[str, int] = {}
+    for index, instance in enumerate(service.instances):
+        address = instance.address.lower()
+        if address in first_index:
+            message = (
+                f"duplicate instance address '{instance.address}' "
+                f"(also instances[{first_index[address]}])"
+            )
+            issues.append(((*path, "instances", index), message))
+        else:
+            first_index[address] = index
+    return issues
+
+
+def _check_routes(config: Config) -> list[Issue]:
+    issues: list[Issue] = []
+    defined = ", ".join(config.services)
+    first_named: dict[str, int] = {}
+    first_with_match: dict[tuple[object, ...], int] = {}
+    for index, route in enumerate(config.routes):
+        if route.service not in config.services:
+            known = f"defined: {defined}" if defined else "no services are defined"
+            message = f"unknown service '{route.service}' ({known})"
+            issues.append((("routes", index, "service"), message))
+        if route.name is not None:
+            if route.name in first_named:
+                message = (
+                    f"duplicate route name '{route.name}' (also routes[{first_named[route.name]}])"
+                )
+                issues.append((("routes", index, "name"), message))
+            else:
+                first_named[route.name] = index
+        match = _match_key(route)
+        if match in first_with_match:
+            earlier = first_with_match[match]
+            message = (
+                f"route '{_label(route, index)}' can never match: "
+                f"route '{_label(config.routes[earlier], earlier)}' has the same match"
+            )
+            issues.append((("routes", index), message))
+        else:
+            first_with_match[match] = index
+    return issues
+
+
+def _match_key(route: RouteConfig) -> tuple[object, ...]:
+    """What a route matches on; order does not matter within hosts, methods and conditions."""
+    return (
+        frozenset(route.hosts),
+        route.path,
+        route.path_type,
+        frozenset(route.methods),
+        _conditions(route.headers),
+        _conditions(route.query),
+    )
+
+
+def _conditions(matches: Sequence[ValueMatch]) -> frozenset[tuple[object, ...]]:
+    return frozenset((m.name, m.exact, m.regex, m.present) for m in matches)
+
+
+def _label(route: RouteConfig, index: int) -> str:
+    return route.name if route.name is not None else f"routes[{index}]"

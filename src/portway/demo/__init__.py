@@ -1,0 +1,1 @@
+"""The demo: example services to route to, so a newcomer sees Portway work in one command."""

@@ -1,0 +1,26 @@
+"""What an exchange needs from the client connection it belongs to (implemented by the listener)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from portway.proxy.exchange import Exchange
+
+
+class ClientSide(Protocol):
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def draining(self) -> bool: ...
+
+    def pause_reading(self, reason: int, paused: bool) -> None:
+        """Pause (or resume) reading from the client for ``reason``; reading resumes when no reason is left."""
+
+    def exchange_finished(self, exchange: Exchange, close: bool) -> None:
+        """The exchange wrote its whole response; start the next one or close the connection."""
+
+    def abort(self) -> None:
+        """End the client connection now (a response was cut short)."""

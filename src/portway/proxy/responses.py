@@ -1,0 +1,58 @@
+"""Responses Portway writes itself: errors a client can read, never a stack trace."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+# The machine-readable cause, sent as ``portway-error`` so scripts and logs need not parse bodies.
+NO_ROUTE = b"no_route"
+NO_HEALTHY_INSTANCE = b"no_healthy_instance"
+UPSTREAM_REFUSED = b"upstream_connect_failed"
+UPSTREAM_RESET = b"upstream_reset"
+UPSTREAM_TIMEOUT = b"upstream_timeout"
+UPSTREAM_BAD_RESPONSE = b"upstream_bad_response"
+BAD_REQUEST = b"bad_request"
+
+
+def reason_phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b"Unknown"
+
+
+def local_response(
+    status: int,
+    detail: str,
+    request_id: bytes,
+    *,
+    cause: bytes | None = None,
+    close: bool = False,
+    head_only: bool = False,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> bytes:
+    """A complete HTTP/1.1 response: status, a one-line reason and the request id in a text body."""
+    phrase = reason_phrase(status)
+    body = b"%d %s: %s\nrequest id: %s\n" % (
+        status,
+        phrase,
+        detail.encode("ascii", "replace"),
+        request_id,
+    )
+    lines = [
+        b"HTTP/1.1 %d %s\r\n" % (status, phrase),
+        b"content-type: text/plain; charset=utf-8\r\n",
+        b"x-content-type-options: nosniff\r\n",
+        b"content-length: %d\r\n" % len(body),
+        b"x-request-id: %s\r\n" % request_id,
+    ]
+    if cause is not None:
+        lines.append(b"portway-error: %s\r\n" % cause)
+    for name, value in extra_headers or ():
+        lines.append(b"%s: %s\r\n" % (name, value))
+    if close:
+        lines.append(b"connection: close\r\n")
+    lines.append(b"\r\n")
+    if not head_only:
+        lines.append(body)
+    return b"".join(lines)

@@ -1,0 +1,62 @@
+"""What every client connection of one worker shares: the live snapshot, settings, the sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Iterable
+
+from portway.config.model import ServerConfig
+from portway.dataplane import Snapshot
+from portway.server.timeouts import Sweeper
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def ip_in(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
+    if not networks or not ip:
+        return False
+    try:
+        address = ipaddress.ip_address(ip.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in n for n in networks)
+
+
+class WorkerContext:
+    """Shared by the connections of one worker. ``snapshot`` is swapped whole on reload."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        server: ServerConfig,
+        snapshot: Snapshot,
+        sweeper: Sweeper,
+    ) -> None:
+        self.loop = loop
+        self.snapshot = snapshot
+        self.sweeper = sweeper
+        limits, timeouts = server.limits, server.timeouts
+        self.max_request_line = limits.max_request_line
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_header_count = limits.max_header_count
+        self.max_body = limits.max_body_bytes
+        self.header_timeout = timeouts.header
+        self.keepalive_timeout = timeouts.keepalive
+        self.body_timeout = timeouts.body
+        self.trusted_proxies = _networks(server.trusted_proxies)
+        self.explain_from = _networks(server.explain_from)
+        self.merge_slashes = server.merge_slashes
+        self.connections: set[asyncio.Protocol] = set()
+        self.draining = False
+
+    @property
+    def smallest_timeout(self) -> float:
+        server_timeouts = [self.header_timeout, self.keepalive_timeout, self.body_timeout]
+        return min([t for t in server_timeouts if t > 0] + self.snapshot.smallest_timeouts())

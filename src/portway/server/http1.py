@@ -1,0 +1,444 @@
+"""The downstream HTTP/1.1 protocol: parse requests with httptools, run exchanges in order.
+
+Theory of operation. ``ClientConnection`` is the asyncio Protocol of one accepted connection and the
+callback target of its httptools parser. A request head is checked (``request_head``), normalized,
+routed against the worker's current snapshot and turned into an ``Exchange``. Exchanges queue in
+arrival order; only the first talks to an upstream, so pipelined requests are answered in order
+(RFC 9112 §9.3.2). Limits map to their status: request line 414, header size and count 431, body 413,
+slow head 408; malformed framing is a 400 (llhttp rejects the smuggling shapes of RFC 9112 §11.2).
+After a protocol error no further byte is parsed: the connection answers and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import httptools
+
+from portway.errors import (
+    BadRequest,
+    HeadersTooLarge,
+    HttpError,
+    PayloadTooLarge,
+    RequestTimeout,
+    UriTooLong,
+)
+from portway.messages import Request
+from portway.proxy import responses
+from portway.proxy.exchange import Exchange
+from portway.routing import TraceStep, normalize_path
+from portway.server.context import WorkerContext, ip_in
+from portway.server.request_head import (
+    MethodNotAllowed,
+    check_host,
+    check_transfer_encoding,
+    check_version,
+    host_for_routing,
+    parse_target,
+)
+from portway.upstream.forward import (
+    HOP_BY_HOP,
+    ClientInfo,
+    accept_request_id,
+    connection_tokens,
+    new_request_id,
+    request_headers,
+)
+
+PAUSE_PIPELINE = 4
+# Requests parsed ahead of the one being answered before the client is paused.
+MAX_PIPELINE = 16
+_HEAD_SLACK = 1024
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "broken",
+        "closed",
+        "ctx",
+        "deadline",
+        "final_error",
+        "head_bytes",
+        "header_bytes",
+        "headers",
+        "in_head",
+        "info",
+        "loop",
+        "may_explain",
+        "parser",
+        "parsing",
+        "paused",
+        "port",
+        "proto",
+        "queue",
+        "trailers",
+        "transport",
+        "url",
+    )
+
+    def __init__(self, ctx: WorkerContext, port: int, proto: bytes = b"http") -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
+        self.port = port
+        self.proto = proto
+        self.info = ClientInfo("", port, proto, False)
+        self.may_explain = False
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Exchange] = deque()
+        self.parsing: Exchange | None = None
+        self.in_head = False
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
+        self.head_bytes = 0
+        self.trailers: list[bytes] | None = None
+        self.paused = 0
+        self.broken = False
+        self.closed = False
+        self.final_error: bytes | None = None
+        self.deadline = 0.0
+
+    # -- connection lifecycle ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        ctx = self.ctx
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) else ""
+        self.info = ClientInfo(ip, self.port, self.proto, ip_in(ip, ctx.trusted_proxies))
+        self.may_explain = ip_in(ip, ctx.explain_from)
+        ctx.connections.add(self)
+        ctx.sweeper.add(self)
+        self.deadline = self.loop.time() + ctx.header_timeout if ctx.header_timeout else 0.0
+        if ctx.draining:
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.ctx.connections.discard(self)
+        self.ctx.sweeper.discard(self)
+        queue, self.queue = self.queue, deque()
+        for exchange in queue:
+            exchange.client_lost()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    abort = close
+
+    @property
+    def draining(self) -> bool:
+        return self.ctx.draining
+
+    @property
+    def idle(self) -> bool:
+        return not self.queue and not self.in_head
+
+    def on_deadline(self) -> None:
+        if self.in_head and not self.queue:
+            self._protocol_error(
+                RequestTimeout(f"request head not received within {self.ctx.header_timeout:g}s")
+            )
+        elif not self.queue:
+            self.close()  # idle keep-alive connection (or one that never sent a byte)
+        else:
+            exchange = self.queue[0]
+            if self.parsing is exchange and not exchange.request_done and not exchange.started:
+                exchange.fail(408, "request body not received in time", responses.BAD_REQUEST)
+            else:
+                self.close()
+
+    # -- flow control ------------------------------------------------------------------------------
+
+    def pause_reading(self, reason: int, paused: bool) -> None:
+        before = self.paused
+        self.paused = before | reason if paused else before & ~reason
+        if self.closed or self.broken:
+            return
+        if before and not self.paused:
+            self.transport.resume_reading()
+        elif not before and self.paused:
+            self.transport.pause_reading()
+
+    def pause_writing(self) -> None:
+        if self.queue:
+            self.queue[0].client_write_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.queue:
+            self.queue[0].client_write_paused(False)
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.broken:
+            return
+        if self.in_head or self.parsing is None:
+            self.head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._protocol_error(cause if isinstance(cause, HttpError) else BadRequest(str(exc)))
+            return
+        except httptools.HttpParserUpgrade:
+            self._protocol_error(_upgrade_error(self.parser))
+            return
+        except httptools.HttpParserError as exc:
+            self._protocol_error(BadRequest(f"malformed request: {exc}"))
+            return
+        if self.in_head and self.head_bytes > self._head_limit():
+            self._protocol_error(
+                HeadersTooLarge() if self.url else UriTooLong("request line too long")
+            )
+            return
+        if self.queue:
+            self.queue[0].flush_request()
+
+    def _head_limit(self) -> int:
+        ctx = self.ctx
+        return ctx.max_request_line + ctx.max_header_bytes + _HEAD_SLACK
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.url = b""
+        self.headers = []
+        self.header_bytes = 0
+        self.trailers = None
+        header_timeout = self.ctx.header_timeout
+        self.deadline = self.loop.time() + header_timeout if header_timeout else 0.0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.ctx.max_request_line:
+            raise UriTooLong(f"request-target longer than {self.ctx.max_request_line} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:  # a trailer field of a chunked request body
+            if self.trailers is None:
+                self.trailers = []
+            if name.lower() not in HOP_BY_HOP:
+                self.trailers.append(b"%s: %s\r\n" % (name, value))
+            return
+        headers = self.headers
+        headers.append((name, value))
+        self.header_bytes += len(name) + len(value) + 4
+        ctx = self.ctx
+        if len(headers) > ctx.max_header_count:
+            raise HeadersTooLarge(f"more than {ctx.max_header_count} header fields")
+        if self.header_bytes > ctx.max_header_bytes:
+            raise HeadersTooLarge(f"header fields larger than {ctx.max_header_bytes} bytes")
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_bytes = 0
+        exchange = self._new_exchange()
+        self.parsing = exchange
+        queue = self.queue
+        queue.append(exchange)
+        if len(queue) == 1:
+            exchange.start()
+        elif len(queue) > MAX_PIPELINE:
+            self.pause_reading(PAUSE_PIPELINE, True)
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.parsing
+        assert exchange is not None
+        body_timeout = self.ctx.body_timeout
+        if body_timeout:
+            self.deadline = self.loop.time() + body_timeout
+        if not exchange.request_body(body):
+            raise PayloadTooLarge(f"request body larger than {self.ctx.max_body} bytes")
+
+    def on_message_complete(self) -> None:
+        exchange = self.parsing
+        self.parsing = None
+        self.deadline = 0.0
+        if exchange is not None:
+            exchange.request_end(self.trailers)
+            self.trailers = None
+
+    # -- a request head becomes an exchange ------------------------------------------------------
+
+    def _new_exchange(self) -> Exchange:
+        ctx = self.ctx
+        parser = self.parser
+        method = parser.get_method()
+        version = parser.get_http_version()
+        check_version(version)
+        target = parse_target(self.url, method)
+        headers = self.headers
+        host_values: list[bytes] = []
+        connection_values: list[bytes] = []
+        content_length: bytes | None = None
+        transfer_encoding: bytes | None = None
+        request_id: bytes | None = None
+        explain = te_trailers = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"host":
+                host_values.append(value)
+            elif lname == b"content-length":
+                content_length = value
+            elif lname == b"transfer-encoding":
+                transfer_encoding = value
+            elif lname == b"connection":
+                connection_values.append(value)
+            elif lname == b"x-request-id":
+                request_id = value
+            elif lname == b"x-portway-explain":
+                explain = True
+            elif lname == b"te":
+                te_trailers = b"trailers" in value.lower()
+        authority = check_host(host_values, version, target.authority)
+        if transfer_encoding is not None:
+            check_transfer_encoding(transfer_encoding)
+        if content_length is not None and ctx.max_body and int(content_length) > ctx.max_body:
+            raise PayloadTooLarge(f"request body larger than {ctx.max_body} bytes")
+        rid = accept_request_id(request_id)
+        snapshot = ctx.snapshot
+        if target.path == "*":
+            path = "*"
+        else:
+            try:
+                path = normalize_path(target.path, ctx.merge_slashes)
+            except ValueError as exc:
+                raise BadRequest(f"invalid path: {exc}") from None
+        request = Request(
+            method.decode("ascii"),
+            host_for_routing(authority),
+            path,
+            target.query,
+            headers,
+            self.info.ip.decode("ascii"),
+            rid.decode("ascii"),
+        )
+        http10 = version == "1.0"
+        exchange = Exchange(
+            self,
+            request,
+            rid,
+            method,
+            keep_alive=parser.should_keep_alive(),
+            http10=http10,
+            max_body=ctx.max_body,
+        )
+        has_body = content_length not in (None, b"0") or transfer_encoding is not None
+        if not has_body:
+            exchange.request_done = True  # set again by on_message_complete; known already
+        trace: list[TraceStep] | None = [] if explain and self.may_explain else None
+        route = snapshot.routes.select(request, trace)
+        if trace is not None:
+            exchange.explain = _explain_header(route.name if route else None, trace)
+        if route is None:
+            exchange.answer_locally(
+                responses.local_response(
+                    404,
+                    "no route matches this host and path",
+                    rid,
+                    cause=responses.NO_ROUTE,
+                    close=has_body,
+                    head_only=method == b"HEAD",
+                    extra_headers=[(b"x-portway-explain", exchange.explain)]
+                    if exchange.explain
+                    else None,
+                ),
+                close=has_body,
+            )
+            return exchange
+        drop = HOP_BY_HOP | connection_tokens(connection_values) if connection_values else HOP_BY_HOP
+        upstream_target = path.encode("ascii")
+        if target.query:
+            upstream_target += b"?" + target.query.encode("ascii")
+        headers_rest = request_headers(
+            headers,
+            self.info,
+            authority,
+            rid,
+            drop,
+            transfer_encoding is not None,
+            te_trailers,
+        )
+        exchange.request_chunked = transfer_encoding is not None
+        exchange.route_to(route.target, route.name, upstream_target, authority, headers_rest)
+        return exchange
+
+    # -- ending exchanges ------------------------------------------------------------------------
+
+    def exchange_finished(self, exchange: Exchange, close: bool) -> None:
+        queue = self.queue
+        if queue and queue[0] is exchange:
+            queue.popleft()
+        if self.paused & PAUSE_PIPELINE and len(queue) <= MAX_PIPELINE // 2:
+            self.pause_reading(PAUSE_PIPELINE, False)
+        if close or self.closed:
+            self.close()
+            return
+        if queue:
+            queue[0].start()
+            return
+        if self.final_error is not None:
+            self.transport.write(self.final_error)
+            self.close()
+            return
+        if self.ctx.draining and not self.in_head:
+            self.close()
+            return
+        if not self.in_head and self.parsing is None:
+            keepalive = self.ctx.keepalive_timeout
+            self.deadline = self.loop.time() + keepalive if keepalive else 0.0
+
+    def _protocol_error(self, error: HttpError) -> None:
+        """Answer ``error`` after the responses already owed, then close; parse nothing more."""
+        self.broken = True
+        self.in_head = False
+        if not self.closed:
+            self.transport.pause_reading()
+        exchange = self.parsing
+        if exchange is not None and not exchange.finished and exchange in self.queue:
+            # The error concerns a request whose head was accepted (e.g. its body is too large).
+            if exchange is self.queue[0]:
+                exchange.request_done = False  # forces connection: close
+                exchange.fail(error.status, error.detail, responses.BAD_REQUEST)
+            else:
+                exchange.answer_locally(self._error_response(error, exchange.request_id), True)
+            return
+        response = self._error_response(error, new_request_id())
+        if self.queue:
+            self.final_error = response
+        else:
+            self.transport.write(response)
+            self.close()
+
+    def _error_response(self, error: HttpError, request_id: bytes) -> bytes:
+        return responses.local_response(
+            error.status, error.detail, request_id, cause=responses.BAD_REQUEST, close=True
+        )
+
+
+def _upgrade_error(parser: httptools.HttpRequestParser) -> HttpError:
+    if parser.get_method() == b"CONNECT":
+        return MethodNotAllowed("CONNECT is not supported: Portway is a reverse proxy")
+    return _UpgradeNotSupported("protocol upgrades (WebSocket) are not supported yet")
+
+
+class _UpgradeNotSupported(HttpError):
+    status = 501
+    reason = "upgrade not supported"
+
+
+def _explain_header(route: str | None, trace: list[TraceStep]) -> bytes:
+    """A one-line summary of the routing decision, safe to put in a header."""
+    parts = [f"matched={route or '-'}"]
+    for step in trace:
+        if step.outcome != "matched":
+            parts.append(f"lost {step.route}: {step.reason}")
+    text = "; ".join(parts)
+    cleaned = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
+    return cleaned[:4000].encode("ascii")

@@ -1,0 +1,276 @@
+"""Worker processes sharing listener ports through SO_REUSEPORT, and the supervisor that keeps them.
+
+The supervisor binds each listener once without listening, only to resolve port 0 and to hold the
+address, then forks N workers. Each worker binds its own SO_REUSEPORT socket to that address, so the
+kernel spreads new connections across workers with no accept lock and no shared socket. The
+supervisor does not serve traffic: it restarts a worker that dies (with back-off against crash
+loops), forwards SIGHUP (reload) after validating the config itself, and on SIGTERM/SIGINT asks
+every worker to drain and exits 0 once they have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from portway.config.model import Config
+from portway.config.types import format_host_port, parse_host_port
+from portway.errors import ConfigError
+from portway.gateway import Gateway, bind_listener, new_event_loop
+
+log = logging.getLogger("portway.workers")
+
+_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+READY_TIMEOUT = 30.0
+MAX_RESTART_DELAY = 5.0
+
+ConfigLoader = Callable[[], Config]
+
+
+def reserve(address: str) -> socket.socket:
+    """Bind ``address`` with SO_REUSEPORT but do not listen: fixes the port for the workers."""
+    host, port = parse_host_port(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def run_worker(config: Config, addresses: list[str], reload: ConfigLoader | None, ready_fd: int) -> int:
+    """A worker process's whole life: serve until SIGTERM/SIGINT, then drain. Returns the exit code."""
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    gateway = Gateway(config, loop)
+    sockets = [bind_listener(a, reuse_port=True) for a in addresses]
+    loop.run_until_complete(gateway.start(sockets))
+    os.write(ready_fd, b"R")
+    os.close(ready_fd)
+    stopping = asyncio.Event()
+
+    def on_reload() -> None:
+        if reload is None:
+            return
+        try:
+            gateway.reload(reload())
+        except ConfigError as exc:
+            log.error("reload refused, the current config keeps serving:\n%s", exc)
+
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+
+    async def serve() -> bool:
+        await stopping.wait()
+        return await gateway.drain(config.server.timeouts.drain)
+
+    finished = loop.run_until_complete(serve())
+    if not finished:
+        log.warning("drain deadline reached: remaining connections were closed")
+    loop.close()
+    return 0
+
+
+@dataclass
+class _Slot:
+    index: int
+    pid: int = 0
+    started: float = 0.0
+    failures: int = 0
+    restart_at: float = 0.0
+
+
+@dataclass
+class Supervisor:
+    config: Config
+    workers: int
+    reload: ConfigLoader | None = None
+    slots: list[_Slot] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)
+    reserved: list[socket.socket] = field(default_factory=list)
+
+    def run(self) -> int:
+        reserved = self.reserved = [reserve(lc.address) for lc in self.config.listeners]
+        try:
+            for sock in reserved:
+                host, port = sock.getsockname()[:2]
+                self.addresses.append(format_host_port(host, port))
+            signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+            self.slots = [_Slot(i) for i in range(self.workers)]
+            ready = [self._spawn(slot) for slot in self.slots]
+            if not self._wait_ready(ready):
+                self._stop_all(timeout=5.0)
+                return 1
+            for address in self.addresses:
+                log.info(
+                    "listening on http://%s (%d worker%s, supervisor pid %d)",
+                    address,
+                    self.workers,
+                    "" if self.workers == 1 else "s",
+                    os.getpid(),
+                )
+            return self._supervise()
+        finally:
+            for sock in reserved:
+                sock.close()
+
+    def _spawn(self, slot: _Slot) -> int:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(read_fd)
+            for sock in self.reserved:
+                sock.close()
+            code = 1
+            try:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+                for sig in _SIGNALS:
+                    signal.signal(sig, signal.SIG_DFL)
+                code = run_worker(self.config, self.addresses, self.reload, write_fd)
+            except BaseException:
+                log.exception("worker %d failed", slot.index)
+            finally:
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(write_fd)
+        slot.pid = pid
+        slot.started = time.monotonic()
+        return read_fd
+
+    def _wait_ready(self, fds: list[int]) -> bool:
+        deadline = time.monotonic() + READY_TIMEOUT
+        pending = set(fds)
+        ok = True
+        while pending and time.monotonic() < deadline:
+            readable, _, _ = select.select(list(pending), [], [], 0.2)
+            for fd in readable:
+                if os.read(fd, 1) != b"R":
+                    ok = False
+                os.close(fd)
+                pending.discard(fd)
+        for fd in pending:
+            os.close(fd)
+        if pending or not ok:
+            log.error("workers did not start; see the errors above")
+            return False
+        return True
+
+    def _supervise(self) -> int:
+        while True:
+            now = time.monotonic()
+            due = [s.restart_at for s in self.slots if s.pid == 0]
+            timeout = max(0.05, min(due) - now) if due else 1.0
+            info = signal.sigtimedwait(_SIGNALS, timeout)
+            if info is None:
+                self._restart_due()
+                continue
+            sig = info.si_signo
+            if sig == signal.SIGCHLD:
+                self._reap()
+                self._restart_due()
+            elif sig == signal.SIGHUP:
+                self._reload()
+            else:
+                log.info("%s: draining %d workers", signal.Signals(sig).name, self.workers)
+                self._stop_all(timeout=self.config.server.timeouts.drain + 5.0)
+                return 0
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            for slot in self.slots:
+                if slot.pid == pid:
+                    lived = time.monotonic() - slot.started
+                    slot.failures = slot.failures + 1 if lived < 10.0 else 1
+                    delay = min(MAX_RESTART_DELAY, 0.1 * 2 ** (slot.failures - 1))
+                    slot.pid = 0
+                    slot.restart_at = time.monotonic() + delay
+                    log.error(
+                        "worker %d (pid %d) exited (%s) after %.1fs; restarting in %.1fs",
+                        slot.index,
+                        pid,
+                        _describe_status(status),
+                        lived,
+                        delay,
+                    )
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.pid == 0 and slot.restart_at <= now:
+                fd = self._spawn(slot)
+                if self._wait_ready([fd]):
+                    log.info("worker %d restarted as pid %d", slot.index, slot.pid)
+
+    def _reload(self) -> None:
+        if self.reload is None:
+            log.warning("SIGHUP: no config file to reload")
+            return
+        try:
+            self.config = self.reload()
+        except ConfigError as exc:
+            log.error("SIGHUP: the new config is invalid, nothing changes:\n%s", exc)
+            return
+        log.info("SIGHUP: config is valid; workers reload it")
+        for slot in self.slots:
+            if slot.pid:
+                os.kill(slot.pid, signal.SIGHUP)
+
+    def _stop_all(self, timeout: float) -> None:
+        for slot in self.slots:
+            if slot.pid:
+                _kill(slot.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while any(s.pid for s in self.slots) and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.02)
+                continue
+            for slot in self.slots:
+                if slot.pid == pid:
+                    slot.pid = 0
+        for slot in self.slots:
+            if slot.pid:
+                log.warning("worker %d did not stop in time; killing it", slot.index)
+                _kill(slot.pid, signal.SIGKILL)
+                try:
+                    os.waitpid(slot.pid, 0)
+                except ChildProcessError:
+                    pass
+                slot.pid = 0
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"

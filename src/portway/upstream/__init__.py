@@ -1,0 +1,1 @@
+"""The upstream side: connection pools per instance and the headers a request carries to it."""

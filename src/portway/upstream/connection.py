@@ -1,0 +1,179 @@
+"""One HTTP/1.1 connection to an upstream instance: parse the response, hand events to its exchange.
+
+The connection is bound to at most one exchange at a time. It is reusable only when the response
+ended cleanly, the request was sent whole, and neither side asked to close (RFC 9112 §9.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol
+
+import httptools
+
+if TYPE_CHECKING:
+    from portway.upstream.pool import Pool
+
+
+class ResponseSink(Protocol):
+    """What a bound connection reports to (the exchange)."""
+
+    head_request: bool
+
+    def response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], chunked: bool
+    ) -> None: ...
+    def response_body(self, data: bytes) -> None: ...
+    def response_trailer(self, name: bytes, value: bytes) -> None: ...
+    def response_complete(self) -> None: ...
+    def response_flush(self, connection: UpstreamConnection) -> None: ...
+    def upstream_lost(self, connection: UpstreamConnection, error: str) -> None: ...
+    def upstream_timeout(self, connection: UpstreamConnection) -> None: ...
+    def upstream_write_paused(self, paused: bool) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "bytes_received",
+        "closed",
+        "complete",
+        "deadline",
+        "exchange",
+        "head_done",
+        "headers",
+        "keep_alive",
+        "parser",
+        "pool",
+        "reason",
+        "reused",
+        "transport",
+    )
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: ResponseSink | None = None
+        self.closed = False
+        self.deadline = 0.0
+        self.reused = False
+        self._reset_response()
+
+    def _reset_response(self) -> None:
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.bytes_received = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.pool.sweeper.add(self)
+
+    def bind(self, exchange: ResponseSink, data: bytes, read_timeout: float) -> None:
+        self.exchange = exchange
+        self._reset_response()
+        self.deadline = self.pool.loop.time() + read_timeout
+        self.transport.write(data)
+
+    def close(self) -> None:
+        """Close without reuse (the exchange was abandoned or the response was not clean)."""
+        self.exchange = None
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.sweeper.discard(self)
+        self.pool.forget(self)
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None and not self.complete:
+            exchange.upstream_lost(self, "upstream closed the connection")
+
+    def on_deadline(self) -> None:
+        exchange = self.exchange
+        if exchange is None:  # idle in the pool past idle_timeout
+            self.close()
+        else:
+            exchange.upstream_timeout(self)
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:
+            assert self.exchange is not None
+            self.exchange.response_trailer(name, value)
+        else:
+            self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        exchange = self.exchange
+        assert exchange is not None
+        parser = self.parser
+        status = parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # Interim response (e.g. 100 Continue): llhttp completes it as a message of its own.
+            exchange.response_head(status, self.reason, self.headers, False)
+            self.reason, self.headers = b"", []
+            return
+        self.head_done = True
+        self.keep_alive = parser.should_keep_alive()
+        exchange.response_head(status, self.reason, self.headers, False)
+        if exchange.head_request:
+            # llhttp cannot know the request was HEAD: the response ends at its head.
+            self.parser = httptools.HttpResponseParser(self)
+            self.on_message_complete()
+
+    def on_body(self, body: bytes) -> None:
+        assert self.exchange is not None
+        self.exchange.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.head_done:  # the end of an interim response
+            return
+        if self.complete:
+            return
+        self.complete = True
+        # llhttp forgets keep-alive once feed_data returns; read it while the message is current.
+        self.keep_alive = self.keep_alive and self.parser.should_keep_alive()
+        assert self.exchange is not None
+        self.exchange.response_complete()
+
+    # -- transport callbacks ---------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:  # bytes on an idle connection: it is out of sync
+            self.close()
+            return
+        self.bytes_received += len(data)
+        if self.complete:  # bytes after a complete response (HEAD answered with a body): unsafe
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self.exchange = None
+            self.closed = True
+            self.transport.close()
+            exchange.response_flush(self)
+            exchange.upstream_lost(self, f"invalid response from upstream: {exc}")
+            return
+        exchange.response_flush(self)
+
+    def pause_writing(self) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.upstream_write_paused(True)
+
+    def resume_writing(self) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.upstream_write_paused(False)

@@ -1,0 +1,85 @@
+"""Idle connections to one upstream instance, per worker.
+
+LIFO reuse (the most recently used connection is the least likely to have been closed by the
+upstream's own idle timeout), a cap on idle connections like nginx's ``keepalive``, and an idle
+timeout enforced by the worker's sweeper. A retired pool (its service was replaced by a new config)
+closes connections as they come back instead of keeping them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from portway.server.timeouts import Sweeper
+from portway.upstream.connection import UpstreamConnection
+
+
+class Pool:
+    __slots__ = (
+        "connections_opened",
+        "host",
+        "idle",
+        "idle_timeout",
+        "loop",
+        "max_idle",
+        "port",
+        "retired",
+        "sweeper",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sweeper: Sweeper,
+        host: str,
+        port: int,
+        max_idle: int,
+        idle_timeout: float,
+    ) -> None:
+        self.loop = loop
+        self.sweeper = sweeper
+        self.host = host
+        self.port = port
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.idle: list[UpstreamConnection] = []
+        self.retired = False
+        self.connections_opened = 0
+
+    def acquire(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            connection = idle.pop()
+            if not connection.closed:
+                connection.reused = True
+                return connection
+        return None
+
+    def release(self, connection: UpstreamConnection) -> None:
+        connection.exchange = None
+        if connection.closed:
+            return
+        if self.retired or len(self.idle) >= self.max_idle:
+            connection.close()
+            return
+        connection.deadline = self.loop.time() + self.idle_timeout
+        self.idle.append(connection)
+
+    def forget(self, connection: UpstreamConnection) -> None:
+        """A connection closed; drop it from the idle list if it was there."""
+        if connection.exchange is None and connection in self.idle:
+            self.idle.remove(connection)
+
+    async def connect(self, timeout: float) -> UpstreamConnection:
+        """A new connection; raises OSError (refused, unreachable) or TimeoutError."""
+        async with asyncio.timeout(timeout):
+            _, connection = await self.loop.create_connection(
+                lambda: UpstreamConnection(self), self.host, self.port
+            )
+        self.connections_opened += 1
+        return connection
+
+    def retire(self) -> None:
+        self.retired = True
+        idle, self.idle = self.idle, []
+        for connection in idle:
+            connection.close()
