@@ -69,7 +69,8 @@ class PortwayProcess:
         self.proc = proc
         self.config_path = config_path
         self.host = ""
-        self.port = 0
+        self.port = 0  # the first address announced; all of them are in ``listening``
+        self.listening: list[tuple[str, int]] = []
         self.stderr_lines: list[str] = []
         self.stdout_lines: list[str] = []
         self._ready = threading.Event()
@@ -160,11 +161,11 @@ class PortwayProcess:
                     with self._lines_changed:
                         lines.append(line)
                         self._lines_changed.notify_all()
-                    if look_for_ready and not self._ready.is_set():
-                        match = READY_PATTERN.search(line)
-                        if match:
-                            self.host = match.group(1).strip("[]")
-                            self.port = int(match.group(2))
+                    match = READY_PATTERN.search(line) if look_for_ready else None
+                    if match:
+                        self.listening.append((match.group(1).strip("[]"), int(match.group(2))))
+                        if not self._ready.is_set():
+                            self.host, self.port = self.listening[0]
                             self._ready.set()
 
         thread = threading.Thread(target=read, name=f"portway-{self.proc.pid}-reader", daemon=True)

@@ -87,7 +87,11 @@ def load_config_text(text: str, source: str = "<string>") -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_validation_problems(exc, data))
+        problems.extend(
+            problem
+            for problem in _validation_problems(exc, data)
+            if not any(problem[0][: len(path)] == path for path in builder.unbuilt)
+        )
     if config is not None:
         problems.extend((path, message, None) for path, message in semantic.check(config))
     if problems:
@@ -117,6 +121,8 @@ class _DataBuilder:
     def __init__(self) -> None:
         self.positions: dict[FieldPath, Position] = {}
         self.problems: list[_Problem] = []
+        # Paths whose value could not be built and became None: validating it would say nothing new.
+        self.unbuilt: set[FieldPath] = set()
         self._constructor = SafeConstructor()
         # Nodes being built: an alias back into one of them would recurse forever.
         self._open: set[int] = set()
@@ -127,6 +133,7 @@ class _DataBuilder:
             return self._scalar(node, path)
         if id(node) in self._open:
             self.problems.append((path, "an alias refers to a node that contains it", None))
+            self.unbuilt.add(path)
             return None
         self._open.add(id(node))
         try:
@@ -150,6 +157,7 @@ class _DataBuilder:
         except (ValueError, TypeError):
             message = f"{node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}"
         self.problems.append((path, message, _position(node)))
+        self.unbuilt.add(path)
         return None
 
     def _mapping(self, node: MappingNode, path: FieldPath) -> dict[str, object]:

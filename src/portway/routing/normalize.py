@@ -40,9 +40,11 @@ _PERCENT = _percent_table()
 
 def normalize_path(raw: str, merge_slashes: bool = False) -> str:
     """The normalized form of ``raw``, a path without query; ``ValueError`` if it is invalid."""
-    bad = _FORBIDDEN.search(raw)
-    if bad is not None:
-        raise ValueError(f"character {bad.group()!r} is not allowed in a URI path")
+    # str methods scan in C several times faster than one regex search; the regex only names the
+    # culprit once we know there is one.
+    if not (raw.isascii() and raw.isprintable()) or " " in raw or "#" in raw or "?" in raw:
+        bad = _FORBIDDEN.search(raw)
+        raise ValueError(f"character {bad.group() if bad else raw!r} is not allowed in a URI path")
     if not raw.startswith("/"):
         raise ValueError(f"a path must start with '/': {raw!r}")
     path = _normalize_percent_encoding(raw) if "%" in raw else raw

@@ -133,7 +133,9 @@ def test_bad_header_regex(issues_in: IssuesIn) -> None:
 def test_bad_path_regex_is_reported_at_the_path(issues_in: IssuesIn) -> None:
     issue = only(
         issues_in(
-            "services: {a: {instances: []}}\nroutes:\n  - {path: '[', path_type: regex, service: a}\n"
+            "services: {a: {instances: []}}\n"
+            "routes:\n"
+            "  - {path: '[', path_type: regex, service: a}\n"
         )
     )
     assert where(issue) == (3, 6, "routes[0].path")
@@ -151,7 +153,7 @@ def test_path_without_slash_is_reported_with_the_other_errors_of_the_route(
         """
     )
     assert [(*where(i), i.message) for i in issues] == [
-        (1, 1, "routes[0].service", "Field required"),
+        (2, 5, "routes[0].service", "Field required"),
         (2, 5, "routes[0].path", "path must start with '/': 'users'"),
         (3, 20, "routes[0].methods[1]", "not an HTTP method: 'NOT A METHOD'"),
     ]
@@ -176,7 +178,7 @@ def test_bad_host(issues_in: IssuesIn) -> None:
 
 def test_bad_cidr(issues_in: IssuesIn) -> None:
     issue = only(issues_in("server:\n  trusted_proxies: [10.0.0.0/8, 10.0.0.0/33]\n"))
-    assert where(issue) == (2, 34, "server.trusted_proxies[1]")
+    assert where(issue) == (2, 33, "server.trusted_proxies[1]")
     assert issue.message.startswith("not a valid IP network: '10.0.0.0/33'")
 
 
@@ -276,7 +278,6 @@ def test_recursive_alias(issues_in: IssuesIn) -> None:
     issues = issues_in("routes: &r [*r]\n")
     assert [(*where(i), i.message) for i in issues] == [
         (1, 9, "routes[0]", "an alias refers to a node that contains it"),
-        (1, 9, "routes[0]", "Input should be a valid dictionary or instance of RouteConfig"),
     ]
 
 
@@ -370,8 +371,8 @@ def test_five_independent_errors_are_all_reported_in_line_order(issues_in: Issue
     )
     assert [where(i) for i in issues] == [
         (2, 5, "listeners[0].address"),
-        (5, 7, "server.timeouts.keepalive"),
-        (6, 22, "server.trusted_proxies[0]"),
+        (5, 5, "server.timeouts.keepalive"),
+        (6, 21, "server.trusted_proxies[0]"),
         (10, 5, "services.users.algorithm"),
         (13, 13, "routes[0].hosts[0]"),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from portway.messages import Request
 from portway.routing import (
@@ -201,7 +202,7 @@ def test_select_and_explain_agree_with_brute_force_on_random_tables() -> None:
         for i in range(rng.randint(1, 12)):
             kind = rng.choice(["exact", "prefix", "prefix", "regex"])
             path = random_path() if kind != "regex" else rng.choice(["/a.*", "/(a|b)/b", "/ab?"])
-            extra = {}
+            extra: dict[str, Any] = {}
             if rng.random() < 0.3:
                 extra["methods"] = ["GET"]
             if rng.random() < 0.3:

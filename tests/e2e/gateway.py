@@ -1,0 +1,78 @@
+"""An in-process gateway on its own event loop thread, for end-to-end tests over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Self
+
+from portway.config.model import Config
+from portway.gateway import Gateway, new_event_loop
+
+
+class GatewayThread:
+    """Serve ``config`` on 127.0.0.1 (an ephemeral port) in a background thread.
+
+    ``config`` is a dict in the native format; a missing ``listeners`` defaults to an ephemeral port.
+    """
+
+    def __init__(self, config: dict[str, Any] | Config) -> None:
+        if isinstance(config, dict):
+            config = Config.model_validate({"listeners": [{"address": "127.0.0.1:0"}], **config})
+        self.config = config
+        self.loop = new_event_loop()
+        self.gateway = Gateway(config, self.loop)
+        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.port = 0
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            addresses = self.loop.run_until_complete(self.gateway.start())
+            self.port = addresses[0][1]
+        except BaseException as exc:  # reported to the test thread
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.close()
+
+    def start(self) -> Self:
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the gateway's loop and return its result."""
+
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def reload(self, config: dict[str, Any]) -> None:
+        full = Config.model_validate({"listeners": self.config.model_dump()["listeners"], **config})
+        self.call(self.gateway.reload, full)
+
+    def drain(self, timeout: float = 5.0) -> bool:
+        future = asyncio.run_coroutine_threadsafe(self.gateway.drain(timeout), self.loop)
+        return future.result(timeout + 5)
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        if not self.gateway.ctx.draining:
+            self.drain(1.0)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
