@@ -126,11 +126,16 @@ class _DataBuilder:
         self._constructor = SafeConstructor()
         # Nodes being built: an alias back into one of them would recurse forever.
         self._open: set[int] = set()
+        # Collections already built, shared by every alias to them so that nested aliases
+        # ("billion laughs") cannot make the data grow exponentially.
+        self._built: dict[int, object] = {}
 
     def build(self, node: Node, path: FieldPath = ()) -> object:
         self.positions.setdefault(path, _position(node))
         if isinstance(node, ScalarNode):
             return self._scalar(node, path)
+        if id(node) in self._built:
+            return self._built[id(node)]
         if id(node) in self._open:
             self.problems.append((path, "an alias refers to a node that contains it", None))
             self.unbuilt.add(path)
@@ -138,11 +143,16 @@ class _DataBuilder:
         self._open.add(id(node))
         try:
             if isinstance(node, SequenceNode):
-                return [self._child(item, (*path, i), item) for i, item in enumerate(node.value)]
-            assert isinstance(node, MappingNode)
-            return self._mapping(node, path)
+                value: object = [
+                    self._child(item, (*path, i), item) for i, item in enumerate(node.value)
+                ]
+            else:
+                assert isinstance(node, MappingNode)
+                value = self._mapping(node, path)
         finally:
             self._open.discard(id(node))
+        self._built[id(node)] = value
+        return value
 
     def _child(self, node: Node, path: FieldPath, written_at: Node) -> object:
         # A mapping value is located at its key: that is the line a reader looks for.

@@ -85,33 +85,60 @@ def _check_service(name: str, service: ServiceConfig) -> list[Issue]:
 
 
 def _check_routes(config: Config) -> list[Issue]:
+    return [
+        *_check_route_services(config),
+        *_check_route_names(config.routes),
+        *_check_route_matches(config.routes),
+    ]
+
+
+def _check_route_services(config: Config) -> list[Issue]:
     issues: list[Issue] = []
     defined = ", ".join(config.services)
-    first_named: dict[str, int] = {}
-    first_with_match: dict[tuple[object, ...], int] = {}
+    known = f"defined: {defined}" if defined else "no services are defined"
     for index, route in enumerate(config.routes):
         if route.service not in config.services:
-            known = f"defined: {defined}" if defined else "no services are defined"
             message = f"unknown service '{route.service}' ({known})"
             issues.append((("routes", index, "service"), message))
+    return issues
+
+
+def _check_route_names(routes: Sequence[RouteConfig]) -> list[Issue]:
+    issues: list[Issue] = []
+    first_index: dict[str, int] = {}
+    for index, route in enumerate(routes):
+        # Unnamed routes are called "route-<index>" (as the router does): a name can clash with it.
+        name = route.name if route.name is not None else f"route-{index}"
+        if name not in first_index:
+            first_index[name] = index
+            continue
+        earlier = first_index[name]
+        holder = f"routes[{earlier}]"
+        if routes[earlier].name is None:
+            holder = f"the default name of {holder}"
         if route.name is not None:
-            if route.name in first_named:
-                message = (
-                    f"duplicate route name '{route.name}' (also routes[{first_named[route.name]}])"
-                )
-                issues.append((("routes", index, "name"), message))
-            else:
-                first_named[route.name] = index
-        match = _match_key(route)
-        if match in first_with_match:
-            earlier = first_with_match[match]
-            message = (
-                f"route '{_label(route, index)}' can never match: "
-                f"route '{_label(config.routes[earlier], earlier)}' has the same match"
-            )
-            issues.append((("routes", index), message))
+            message = f"duplicate route name '{name}' (also {holder})"
+            issues.append((("routes", index, "name"), message))
         else:
-            first_with_match[match] = index
+            message = f"the default name of routes[{index}], '{name}', is taken by {holder}"
+            issues.append((("routes", index), message))
+    return issues
+
+
+def _check_route_matches(routes: Sequence[RouteConfig]) -> list[Issue]:
+    issues: list[Issue] = []
+    first_index: dict[tuple[object, ...], int] = {}
+    for index, route in enumerate(routes):
+        match = _match_key(route)
+        if match not in first_index:
+            first_index[match] = index
+            continue
+        earlier = first_index[match]
+        message = (
+            f"route '{_label(route, index)}' can never match: "
+            f"route '{_label(routes[earlier], earlier)}' has the same match"
+        )
+        issues.append((("routes", index), message))
     return issues
 
 

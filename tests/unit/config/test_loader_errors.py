@@ -274,11 +274,37 @@ def test_unknown_tag(issues_in: IssuesIn) -> None:
     assert issue.message == "could not determine a constructor for the tag '!env'"
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("? [a, b]\n: 1\n", (1, 3, "", "a key must be a plain name, not a list")),
+        ("server:\n  <<: [1]\n", (2, 8, "server", "'<<' can only merge mappings")),
+        (
+            "server:\n  limits: {max_header_count: !!int many}\n",
+            (2, 30, "server.limits.max_header_count", "'many' is not a valid int"),
+        ),
+    ],
+)
+def test_yaml_structure_problems(
+    issues_in: IssuesIn, text: str, expected: tuple[int, int, str, str]
+) -> None:
+    issue = only(issues_in(text))
+    assert (*where(issue), issue.message) == expected
+
+
 def test_recursive_alias(issues_in: IssuesIn) -> None:
     issues = issues_in("routes: &r [*r]\n")
     assert [(*where(i), i.message) for i in issues] == [
         (1, 9, "routes[0]", "an alias refers to a node that contains it"),
     ]
+
+
+def test_nested_aliases_do_not_blow_up(issues_in: IssuesIn) -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 10)]
+    issues = issues_in("\n".join(levels) + "\n")  # 9**10 strings if expanded
+    assert [i.field for i in issues] == [f"a{n}" for n in range(10)]
+    assert all(i.message.startswith("unknown key") for i in issues)
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# nothing configured yet\n", "---\n", "~\n"])

@@ -59,6 +59,31 @@ def test_duplicate_route_names() -> None:
     assert issues == [(("routes", 2, "name"), "duplicate route name 'api' (also routes[0])")]
 
 
+def test_a_name_that_clashes_with_a_default_route_name() -> None:
+    routes = [
+        {"name": "route-1", "path": "/a", "service": "s"},
+        {"path": "/b", "service": "s"},  # its default name is "route-1"
+        {"name": "route-0", "path": "/c", "service": "s"},  # routes[0] has a name of its own
+        {"name": "route-1", "path": "/d", "service": "s"},
+    ]
+    issues = check(config(services={"s": service()}, routes=routes))
+    assert issues == [
+        (("routes", 1), "the default name of routes[1], 'route-1', is taken by routes[0]"),
+        (("routes", 3, "name"), "duplicate route name 'route-1' (also routes[0])"),
+    ]
+
+
+def test_a_name_that_clashes_with_an_earlier_default_name() -> None:
+    routes = [{"path": "/a", "service": "s"}, {"name": "route-0", "path": "/b", "service": "s"}]
+    issues = check(config(services={"s": service()}, routes=routes))
+    assert issues == [
+        (
+            ("routes", 1, "name"),
+            "duplicate route name 'route-0' (also the default name of routes[0])",
+        )
+    ]
+
+
 def test_duplicate_listener_addresses() -> None:
     listeners = [{"address": "LOCALHOST:80"}, {"address": "localhost:80"}]
     issues = check(config(listeners=listeners))
