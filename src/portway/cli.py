@@ -15,7 +15,13 @@ from portway.config.loader import load_config
 from portway.config.model import Config, ListenerConfig, ServiceConfig
 from portway.errors import ConfigError
 from portway.messages import Request
-from portway.routing import compile_routes, explain, normalize_path, render_explanation, render_table
+from portway.routing import (
+    compile_routes,
+    explain,
+    normalize_path,
+    render_explanation,
+    render_table,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -52,7 +58,9 @@ def run(
     config: Annotated[Path, typer.Option("--config", "-c", help="Native config file (YAML).")],
     listen: Annotated[
         list[str] | None,
-        typer.Option("--listen", "-l", help="HOST:PORT to listen on, replacing the config's listeners."),
+        typer.Option(
+            "--listen", "-l", help="HOST:PORT to listen on, replacing the config's listeners."
+        ),
     ] = None,
     workers: Annotated[
         int | None,
@@ -126,7 +134,9 @@ def explain_command(
     header: Annotated[
         list[str] | None, typer.Option("--header", "-H", help="'Name: value', repeatable.")
     ] = None,
-    client_ip: Annotated[str, typer.Option(help="Client address, for client_ip hashing.")] = "127.0.0.1",
+    client_ip: Annotated[
+        str, typer.Option(help="Client address, for client_ip hashing.")
+    ] = "127.0.0.1",
 ) -> None:
     """Which route a request would take and why, and which service and balancing key."""
     cfg = _load_or_exit(config)
@@ -144,7 +154,9 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _request_from_cli(line: str, headers: list[str], client_ip: str, merge_slashes: bool) -> Request:
+def _request_from_cli(
+    line: str, headers: list[str], client_ip: str, merge_slashes: bool
+) -> Request:
     method, _, url = line.strip().partition(" ")
     if not url:
         method, url = "GET", method
@@ -161,7 +173,9 @@ def _request_from_cli(line: str, headers: list[str], client_ip: str, merge_slash
         if not sep:
             _fail(f"header {h!r} is not 'Name: value'")
         raw_headers.append((name.strip().encode(), value.strip().encode()))
-    return Request(method.upper(), parts.hostname.lower(), path, parts.query, raw_headers, client_ip)
+    return Request(
+        method.upper(), parts.hostname.lower(), path, parts.query, raw_headers, client_ip
+    )
 
 
 def _describe_balancing(service: _ServiceView, request: Request) -> str:

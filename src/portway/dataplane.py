@@ -28,7 +28,11 @@ class Snapshot:
     def smallest_timeouts(self) -> list[float]:
         timeouts = []
         for service in self.services.values():
-            timeouts += [service.connect_timeout, service.read_timeout, service.config.pool.idle_timeout]
+            timeouts += [
+                service.connect_timeout,
+                service.read_timeout,
+                service.config.pool.idle_timeout,
+            ]
         return [t for t in timeouts if t > 0]
 
 

@@ -1,16 +1,16 @@
 """The error tree. Each error that reaches a client knows the status it maps to.
 
-    PortwayError
-    ├── ConfigError            a config that cannot be loaded; carries every issue found
-    └── HttpError              answered to the client with ``status``; ``close`` ends the connection
-        ├── BadRequest         400, malformed or ambiguous framing (RFC 9112 §6.3, §11.2)
-        ├── RequestTimeout     408, the request head did not arrive in time
-        ├── PayloadTooLarge    413
-        ├── UriTooLong         414
-        ├── HeadersTooLarge    431 (RFC 6585 §5)
-        ├── NotImplemented_     501, a transfer coding we do not implement (RFC 9112 §6.1)
-        ├── VersionNotSupported 505
-        └── (gateway errors: 404 no route, 502, 503, 504 are built by the proxy)
+PortwayError
+├── ConfigError            a config that cannot be loaded; carries every issue found
+└── HttpError              answered to the client with ``status``; ``close`` ends the connection
+    ├── BadRequest         400, malformed or ambiguous framing (RFC 9112 §6.3, §11.2)
+    ├── RequestTimeout     408, the request head did not arrive in time
+    ├── PayloadTooLarge    413
+    ├── UriTooLong         414
+    ├── HeadersTooLarge    431 (RFC 6585 §5)
+    ├── NotImplemented_     501, a transfer coding we do not implement (RFC 9112 §6.1)
+    ├── VersionNotSupported 505
+    └── (gateway errors: 404 no route, 502, 503, 504 are built by the proxy)
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class HeadersTooLarge(HttpError):
     reason = "request header fields too large"
 
 
-class NotImplemented_(HttpError):  # noqa: N801 - avoid shadowing the builtin constant
+class NotImplemented_(HttpError):
     status = 501
     reason = "not implemented"
 

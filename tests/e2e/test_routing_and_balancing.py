@@ -49,7 +49,12 @@ def test_routes_by_host_path_method_header_and_query(backends: list[Backend]) ->
                 "query": [{"name": "confirm", "present": True}],
                 "service": "admin",
             },
-            {"name": "exact-health", "path": "/healthz", "path_type": "Exact", "service": "payments"},
+            {
+                "name": "exact-health",
+                "path": "/healthz",
+                "path_type": "Exact",
+                "service": "payments",
+            },
             {"name": "report", "path": r"/reports/\d+", "path_type": "regex", "service": "canary"},
         ],
     }
@@ -117,7 +122,9 @@ def test_least_request_avoids_the_busy_instance(backends: list[Backend]) -> None
     fast, slow = backends[:2]
     slow.set_delay(2.0)
     config = {
-        "services": {"web": {"instances": [fast.address, slow.address], "algorithm": "least_request"}},
+        "services": {
+            "web": {"instances": [fast.address, slow.address], "algorithm": "least_request"}
+        },
         "routes": [{"path": "/", "service": "web"}],
     }
     with GatewayThread(config) as g:
@@ -181,7 +188,8 @@ def test_sticky_cookie_pins_a_client_to_its_instance(backends: list[Backend]) ->
         assert "Max-Age=3600" in set_cookie and "HttpOnly" in set_cookie
         cookie = set_cookie.split(";")[0]
         pinned = {
-            request(g.port, "GET", "/", headers={"Cookie": cookie}).json()["backend"] for _ in range(12)
+            request(g.port, "GET", "/", headers={"Cookie": cookie}).json()["backend"]
+            for _ in range(12)
         }
         assert pinned == {first.json()["backend"]}
         # A cookie naming no instance is replaced.
@@ -191,12 +199,21 @@ def test_sticky_cookie_pins_a_client_to_its_instance(backends: list[Backend]) ->
 
 def test_reload_swaps_routes_while_keeping_connections(backends: list[Backend]) -> None:
     a, b = backends[:2]
-    with GatewayThread(
-        {"services": {"web": {"instances": [a.address]}}, "routes": [{"path": "/", "service": "web"}]}
-    ) as g, KeepAliveClient(g.port) as client:
+    with (
+        GatewayThread(
+            {
+                "services": {"web": {"instances": [a.address]}},
+                "routes": [{"path": "/", "service": "web"}],
+            }
+        ) as g,
+        KeepAliveClient(g.port) as client,
+    ):
         assert client.request("GET", "/").json()["backend"] == "b0"
         g.reload(
-            {"services": {"web2": {"instances": [b.address]}}, "routes": [{"path": "/", "service": "web2"}]}
+            {
+                "services": {"web2": {"instances": [b.address]}},
+                "routes": [{"path": "/", "service": "web2"}],
+            }
         )
         assert client.request("GET", "/").json()["backend"] == "b1"  # same client connection
         assert g.gateway.snapshot.generation == 2

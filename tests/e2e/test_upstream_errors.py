@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -87,10 +88,8 @@ def test_connect_timeout_is_504() -> None:
         for _ in range(8):  # fill the backlog so further SYNs are dropped
             s = socket.socket()
             s.setblocking(False)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 s.connect(("127.0.0.1", port))
-            except BlockingIOError:
-                pass
             fillers.append(s)
         time.sleep(0.1)
         config = service(f"127.0.0.1:{port}", connect_timeout="0.3s", connect_retries=0)
@@ -193,11 +192,11 @@ def _one_answer_per_connection_server() -> tuple[socket.socket, list[int]]:
 
 
 def test_stale_pooled_connection_is_replayed_for_idempotent_request() -> None:
-    server, served = _one_answer_per_connection_server()
+    server, _served = _one_answer_per_connection_server()
     try:
-        with GatewayThread(service(f"127.0.0.1:{server.getsockname()[1]}")) as g:
-            with KeepAliveClient(g.port) as client:
-                bodies = [client.request("GET", f"/{i}").body for i in range(3)]
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with GatewayThread(service(address)) as g, KeepAliveClient(g.port) as client:
+            bodies = [client.request("GET", f"/{i}").body for i in range(3)]
         assert bodies == [b"connection 1", b"connection 2", b"connection 3"]
     finally:
         server.close()
@@ -207,10 +206,10 @@ def test_stale_pooled_connection_is_not_replayed_for_post() -> None:
     """A POST may have had effects: it is not repeated; the client gets a 502 it can decide on."""
     server, served = _one_answer_per_connection_server()
     try:
-        with GatewayThread(service(f"127.0.0.1:{server.getsockname()[1]}")) as g:
-            with KeepAliveClient(g.port) as client:
-                assert client.request("POST", "/a", body=b"1").body == b"connection 1"
-                second = client.request("POST", "/b", body=b"2")
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with GatewayThread(service(address)) as g, KeepAliveClient(g.port) as client:
+            assert client.request("POST", "/a", body=b"1").body == b"connection 1"
+            second = client.request("POST", "/b", body=b"2")
         assert_readable_error(second, 502, "upstream_reset")
         assert served == [1]
     finally:
@@ -230,7 +229,5 @@ def test_other_services_unaffected_by_a_dead_one() -> None:
             ],
         }
         with GatewayThread(config) as g:
-            results = Counter(
-                request(g.port, "GET", path).status for path in ["/dead", "/ok"] * 5
-            )
+            results = Counter(request(g.port, "GET", path).status for path in ["/dead", "/ok"] * 5)
     assert results == {502: 1, 503: 4, 200: 5}

@@ -52,7 +52,7 @@ def curl_lines(base: str) -> list[str]:
 
 async def _serve(listen: str) -> int:
     loop = asyncio.get_running_loop()
-    host, _ = parse_host_port(listen)
+    _host, _ = parse_host_port(listen)
     backends: list[asyncio.Server] = []
     instances: dict[str, list[str]] = {}
     for service in SERVICES:

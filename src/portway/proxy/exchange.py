@@ -72,8 +72,8 @@ class Exchange:
         "service",
         "started",
         "target",
-        "tried",
         "trailers",
+        "tried",
         "until_close",
         "upstream",
     )
@@ -127,7 +127,12 @@ class Exchange:
     # -- set-up by the client side ---------------------------------------------------------------
 
     def route_to(
-        self, service: Service, route_name: str, target: bytes, authority: bytes, headers_rest: bytes
+        self,
+        service: Service,
+        route_name: str,
+        target: bytes,
+        authority: bytes,
+        headers_rest: bytes,
     ) -> None:
         self.service = service
         self.route_name = route_name
@@ -262,7 +267,10 @@ class Exchange:
         assert service is not None and endpoint is not None
         self.upstream = upstream
         host = service.host_header(endpoint) if service.rewrite_host else self.authority
-        parts = [b"%s %s HTTP/1.1\r\nhost: %s\r\n%s" % (self.method, self.target, host, self.headers_rest)]
+        parts = [
+            b"%s %s HTTP/1.1\r\nhost: %s\r\n%s"
+            % (self.method, self.target, host, self.headers_rest)
+        ]
         parts.extend(self.pending)
         self.pending.clear()
         self.pending_bytes = 0
@@ -288,9 +296,7 @@ class Exchange:
         connection_values: list[bytes] = []
         for name, value in headers:
             lname = name.lower()
-            if lname == b"content-length":
-                framing = lname
-            elif lname == b"transfer-encoding":
+            if lname == b"content-length" or lname == b"transfer-encoding":
                 framing = lname
             elif lname == b"connection":
                 connection_values.append(value)

@@ -352,7 +352,9 @@ class ClientConnection(asyncio.Protocol):
                 close=has_body,
             )
             return exchange
-        drop = HOP_BY_HOP | connection_tokens(connection_values) if connection_values else HOP_BY_HOP
+        drop = (
+            HOP_BY_HOP | connection_tokens(connection_values) if connection_values else HOP_BY_HOP
+        )
         upstream_target = path.encode("ascii")
         if target.query:
             upstream_target += b"?" + target.query.encode("ascii")

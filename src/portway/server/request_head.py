@@ -15,9 +15,7 @@ from portway.errors import BadRequest, HttpError, NotImplemented_, VersionNotSup
 
 # RFC 3986 §3.2.2 reg-name (unreserved / sub-delims / pct-encoded) or IPv4, optional ":port";
 # or an IPv6 literal in brackets. Kept strict: a Host we cannot route on safely is a 400.
-_HOST = re.compile(
-    rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?$"
-)
+_HOST = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?$")
 
 
 class MethodNotAllowed(HttpError):

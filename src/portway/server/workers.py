@@ -11,6 +11,7 @@ every worker to drain and exits 0 once they have.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import select
@@ -50,7 +51,9 @@ def reserve(address: str) -> socket.socket:
     return sock
 
 
-def run_worker(config: Config, addresses: list[str], reload: ConfigLoader | None, ready_fd: int) -> int:
+def run_worker(
+    config: Config, addresses: list[str], reload: ConfigLoader | None, ready_fd: int
+) -> int:
     """A worker process's whole life: serve until SIGTERM/SIGINT, then drain. Returns the exit code."""
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
@@ -256,18 +259,14 @@ class Supervisor:
             if slot.pid:
                 log.warning("worker %d did not stop in time; killing it", slot.index)
                 _kill(slot.pid, signal.SIGKILL)
-                try:
+                with contextlib.suppress(ChildProcessError):
                     os.waitpid(slot.pid, 0)
-                except ChildProcessError:
-                    pass
                 slot.pid = 0
 
 
 def _kill(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _describe_status(status: int) -> str:

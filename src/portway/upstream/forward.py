@@ -22,7 +22,13 @@ HOP_BY_HOP = frozenset(
     }
 )
 _FORWARDING = frozenset(
-    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port", b"forwarded"}
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"forwarded",
+    }
 )
 EXPLAIN_HEADER = b"x-portway-explain"
 REQUEST_ID_HEADER = b"x-request-id"

@@ -9,6 +9,7 @@ closes connections as they come back instead of keeping them.
 from __future__ import annotations
 
 import asyncio
+
 from portway.server.timeouts import Sweeper
 from portway.upstream.connection import UpstreamConnection
 
