@@ -13,9 +13,9 @@ import asyncio
 from dataclasses import dataclass
 
 from portway.config.model import Config
+from portway.deadlines import Sweeper
 from portway.proxy.service import Service
 from portway.routing import RouteTable, compile_routes
-from portway.server.timeouts import Sweeper
 
 
 @dataclass(frozen=True, slots=True)

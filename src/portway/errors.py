@@ -55,7 +55,8 @@ class HttpError(PortwayError):
 
     status = 500
     reason = "internal error"
-    close = True  # protocol errors leave the connection in an unknown state
+    cause = b"internal_error"  # sent as the ``portway-error`` header
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # extra response headers the status calls for
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail or self.reason
@@ -65,33 +66,40 @@ class HttpError(PortwayError):
 class BadRequest(HttpError):
     status = 400
     reason = "bad request"
+    cause = b"bad_request"
 
 
 class RequestTimeout(HttpError):
     status = 408
     reason = "request header timeout"
+    cause = b"request_timeout"
 
 
 class PayloadTooLarge(HttpError):
     status = 413
     reason = "request body too large"
+    cause = b"body_too_large"
 
 
 class UriTooLong(HttpError):
     status = 414
     reason = "request line too long"
+    cause = b"uri_too_long"
 
 
 class HeadersTooLarge(HttpError):
     status = 431
     reason = "request header fields too large"
+    cause = b"headers_too_large"
 
 
 class NotImplemented_(HttpError):
     status = 501
     reason = "not implemented"
+    cause = b"not_implemented"
 
 
 class VersionNotSupported(HttpError):
     status = 505
     reason = "HTTP version not supported"
+    cause = b"version_not_supported"

@@ -14,9 +14,9 @@ import socket
 from portway.config.model import Config
 from portway.config.types import parse_host_port
 from portway.dataplane import Snapshot, assemble, retire_replaced
+from portway.deadlines import Sweeper, sweep_interval
 from portway.server.context import WorkerContext
 from portway.server.http1 import ClientConnection
-from portway.server.timeouts import Sweeper, sweep_interval
 
 log = logging.getLogger("portway.gateway")
 

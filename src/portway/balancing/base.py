@@ -54,7 +54,10 @@ class Balancer(abc.ABC):
         return [e for e in endpoints if e.healthy and e.down_until <= now]
 
     def has_candidate(self, exclude: Collection[Endpoint], now: float) -> bool:
-        return any(e.healthy and e.down_until <= now and (not exclude or e not in exclude) for e in self.endpoints)
+        return any(
+            e.healthy and e.down_until <= now and (not exclude or e not in exclude)
+            for e in self.endpoints
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {len(self.endpoints)} endpoints>"

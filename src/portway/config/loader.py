@@ -11,20 +11,22 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from portway.config import semantic
-from portway.config.model import Config
+from portway.config.model import Config, ListenerConfig, RouteConfig, ServiceConfig
 from portway.config.reference import FieldPath, model_at
 from portway.errors import ConfigError, ConfigIssue
 
 Position = tuple[int, int]  # 1-based line and column
 # A problem before it becomes an issue; a position of None means "where the field path is".
 _Problem = tuple[FieldPath, str, Position | None]
+_M = TypeVar("_M", bound=BaseModel)
 
 _YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -92,6 +94,9 @@ def load_config_text(text: str, source: str = "<string>") -> Config:
             for problem in _validation_problems(exc, data)
             if not any(problem[0][: len(path)] == path for path in builder.unbuilt)
         )
+        # Report cross-section problems too (an unknown service next to a bad duration), from the
+        # parts that are valid on their own, so one run lists every problem.
+        problems.extend((path, message, None) for path, message in _partial_semantic_issues(data))
     if config is not None:
         problems.extend((path, message, None) for path, message in semantic.check(config))
     if problems:
@@ -320,3 +325,56 @@ def _yaml_syntax_issue(exc: yaml.YAMLError, text: str, source: str) -> ConfigIss
 
 def _file_error(source: str, message: str) -> ConfigError:
     return ConfigError([ConfigIssue(source, "", message)])
+
+
+def _partial_semantic_issues(data: object) -> list[tuple[FieldPath, str]]:
+    """``semantic.check`` on the valid parts of a config whose model did not validate.
+
+    Each listener, service and route that is valid on its own is kept; an invalid service keeps its
+    name (routes naming it are not "unknown") behind an empty stand-in. Issue paths are mapped back
+    to the positions the items had in the file.
+    """
+    if not isinstance(data, dict):
+        return []
+    listeners, listener_index = _valid_items(data.get("listeners"), ListenerConfig)
+    routes, route_index = _valid_items(data.get("routes"), RouteConfig)
+    services: dict[str, ServiceConfig] = {}
+    raw_services = data.get("services")
+    if isinstance(raw_services, dict):
+        for name, raw in raw_services.items():
+            if not isinstance(name, str):
+                continue
+            try:
+                services[name] = ServiceConfig.model_validate(raw)
+            except ValidationError:
+                services[name] = ServiceConfig(instances=[])
+    try:
+        partial = Config.model_construct(
+            listeners=listeners if "listeners" in data else Config().listeners,
+            services=services,
+            routes=routes,
+        )
+        issues = semantic.check(partial)
+    except Exception:  # a stand-in the checks cannot read: report what the model said only
+        return []
+    remapped: list[tuple[FieldPath, str]] = []
+    for path, message in issues:
+        if len(path) > 1 and path[0] == "routes" and isinstance(path[1], int):
+            path = ("routes", route_index[path[1]], *path[2:])
+        elif len(path) > 1 and path[0] == "listeners" and isinstance(path[1], int):
+            path = ("listeners", listener_index[path[1]], *path[2:])
+        remapped.append((path, message))
+    return remapped
+
+
+def _valid_items(raw: object, model: type[_M]) -> tuple[list[_M], list[int]]:
+    items: list[_M] = []
+    positions: list[int] = []
+    if isinstance(raw, list):
+        for position, item in enumerate(raw):
+            try:
+                items.append(model.model_validate(item))
+            except ValidationError:
+                continue
+            positions.append(position)
+    return items, positions

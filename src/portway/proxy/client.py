@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Protocol
 
+from portway.deadlines import Sweeper
+
 if TYPE_CHECKING:
     from portway.proxy.exchange import Exchange
 
@@ -12,6 +14,7 @@ if TYPE_CHECKING:
 class ClientSide(Protocol):
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
+    sweeper: Sweeper  # its ``now`` is the clock deadlines are set from
 
     @property
     def draining(self) -> bool: ...

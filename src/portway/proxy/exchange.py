@@ -24,7 +24,7 @@ from portway.messages import Request
 from portway.proxy import responses
 from portway.proxy.service import CONNECT_FAILURE_BACKOFF, Service
 from portway.upstream.connection import UpstreamConnection
-from portway.upstream.forward import HOP_BY_HOP, REQUEST_ID_HEADER
+from portway.upstream.forward import HOP_BY_HOP, REQUEST_ID_HEADER, connection_tokens
 
 if TYPE_CHECKING:
     from portway.proxy.client import ClientSide
@@ -291,21 +291,27 @@ class Exchange:
             if not self.http10:  # HTTP/1.0 clients do not understand interim responses
                 self.out.append(b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason))
             return
-        drop = _RESPONSE_DROP
-        framing: bytes | None = None  # "content-length" or "transfer-encoding" as received
-        connection_values: list[bytes] = []
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        append = lines.append
+        framing: bytes | None = None  # b"content-length" or b"transfer-encoding" as received
+        connection: bytes | None = None
         for name, value in headers:
             lname = name.lower()
-            if lname == b"content-length" or lname == b"transfer-encoding":
+            if lname in _RESPONSE_DROP:
+                if lname == b"transfer-encoding":
+                    framing = lname
+                elif lname == b"connection":
+                    connection = value if connection is None else connection + b"," + value
+                continue
+            if lname == b"content-length":
                 framing = lname
-            elif lname == b"connection":
-                connection_values.append(value)
-        if connection_values:
-            drop = drop | {
-                t.strip().lower() for v in connection_values for t in v.split(b",") if t.strip()
-            }
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-        lines.extend(b"%s: %s\r\n" % (n, v) for n, v in headers if n.lower() not in drop)
+            append(b"%s: %s\r\n" % (name, value))
+        if connection is not None:
+            named = connection_tokens([connection]) - HOP_BY_HOP
+            if named:  # fields the upstream declared hop-by-hop (RFC 9110 §7.6.1)
+                lines = [lines[0]] + [
+                    line for line in lines[1:] if line.split(b":", 1)[0].lower() not in named
+                ]
         lines.append(b"x-request-id: %s\r\n" % self.request_id)
         for name, value in self.request.response_headers:
             lines.append(b"%s: %s\r\n" % (name, value))
@@ -368,7 +374,7 @@ class Exchange:
                 connection.close()
             self._finish(self.close_after)
         elif self.upstream is not None:
-            connection.deadline = self.client.loop.time() + (
+            connection.deadline = self.client.sweeper.now + (
                 self.service.read_timeout if self.service is not None else 0.0
             )
 
@@ -436,7 +442,7 @@ class Exchange:
             else:
                 upstream.transport.resume_reading()
                 if self.service is not None:
-                    upstream.deadline = self.client.loop.time() + self.service.read_timeout
+                    upstream.deadline = self.client.sweeper.now + self.service.read_timeout
 
     # -- endings ---------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from portway.balancing import Balancer, Endpoint, make_balancer
 from portway.balancing.endpoint import endpoints_from_config
 from portway.config.model import ServiceConfig
 from portway.config.types import format_host_port
-from portway.server.timeouts import Sweeper
+from portway.deadlines import Sweeper
 from portway.upstream.pool import Pool
 
 # How long an instance that refused a connection is skipped before it is tried again. A fixed,

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from portway.config.model import ServerConfig
 from portway.dataplane import Snapshot
-from portway.server.timeouts import Sweeper
+from portway.deadlines import Sweeper
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

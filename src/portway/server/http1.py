@@ -30,20 +30,20 @@ from portway.proxy.exchange import Exchange
 from portway.routing import TraceStep, normalize_path
 from portway.server.context import WorkerContext, ip_in
 from portway.server.request_head import (
-    MethodNotAllowed,
     check_host,
     check_transfer_encoding,
     check_version,
     host_for_routing,
     parse_target,
+    upgrade_error,
 )
 from portway.upstream.forward import (
+    EXPLAIN_HEADER,
     HOP_BY_HOP,
     ClientInfo,
+    RequestFields,
     accept_request_id,
-    connection_tokens,
     new_request_id,
-    request_headers,
 )
 
 PAUSE_PIPELINE = 4
@@ -55,6 +55,7 @@ _HEAD_SLACK = 1024
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "broken",
+        "client_ip",
         "closed",
         "ctx",
         "deadline",
@@ -72,6 +73,7 @@ class ClientConnection(asyncio.Protocol):
         "port",
         "proto",
         "queue",
+        "sweeper",
         "trailers",
         "transport",
         "url",
@@ -80,9 +82,11 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, ctx: WorkerContext, port: int, proto: bytes = b"http") -> None:
         self.ctx = ctx
         self.loop = ctx.loop
+        self.sweeper = ctx.sweeper
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self.port = port
         self.proto = proto
+        self.client_ip = ""
         self.info = ClientInfo("", port, proto, False)
         self.may_explain = False
         self.parser = httptools.HttpRequestParser(self)
@@ -107,11 +111,12 @@ class ClientConnection(asyncio.Protocol):
         ctx = self.ctx
         peer = transport.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else ""
+        self.client_ip = ip
         self.info = ClientInfo(ip, self.port, self.proto, ip_in(ip, ctx.trusted_proxies))
         self.may_explain = ip_in(ip, ctx.explain_from)
         ctx.connections.add(self)
         ctx.sweeper.add(self)
-        self.deadline = self.loop.time() + ctx.header_timeout if ctx.header_timeout else 0.0
+        self.deadline = self.sweeper.now + ctx.header_timeout if ctx.header_timeout else 0.0
         if ctx.draining:
             self.close()
 
@@ -148,7 +153,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             exchange = self.queue[0]
             if self.parsing is exchange and not exchange.request_done and not exchange.started:
-                exchange.fail(408, "request body not received in time", responses.BAD_REQUEST)
+                exchange.fail(408, "request body not received in time", RequestTimeout.cause)
             else:
                 self.close()
 
@@ -186,7 +191,7 @@ class ClientConnection(asyncio.Protocol):
             self._protocol_error(cause if isinstance(cause, HttpError) else BadRequest(str(exc)))
             return
         except httptools.HttpParserUpgrade:
-            self._protocol_error(_upgrade_error(self.parser))
+            self._protocol_error(upgrade_error(self.parser.get_method()))
             return
         except httptools.HttpParserError as exc:
             self._protocol_error(BadRequest(f"malformed request: {exc}"))
@@ -212,7 +217,7 @@ class ClientConnection(asyncio.Protocol):
         self.header_bytes = 0
         self.trailers = None
         header_timeout = self.ctx.header_timeout
-        self.deadline = self.loop.time() + header_timeout if header_timeout else 0.0
+        self.deadline = self.sweeper.now + header_timeout if header_timeout else 0.0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -252,7 +257,7 @@ class ClientConnection(asyncio.Protocol):
         assert exchange is not None
         body_timeout = self.ctx.body_timeout
         if body_timeout:
-            self.deadline = self.loop.time() + body_timeout
+            self.deadline = self.sweeper.now + body_timeout
         if not exchange.request_body(body):
             raise PayloadTooLarge(f"request body larger than {self.ctx.max_body} bytes")
 
@@ -271,104 +276,97 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         method = parser.get_method()
         version = parser.get_http_version()
-        check_version(version)
-        target = parse_target(self.url, method)
+        if version != "1.1":
+            check_version(version)
+        if parser.should_upgrade():
+            raise upgrade_error(method)
+        url = self.url
+        if url[:1] == b"/":  # origin-form, nearly every request
+            raw_path, _, raw_query = url.partition(b"?")
+            path_text, query, absolute_authority = (
+                raw_path.decode("ascii"),
+                raw_query.decode("ascii"),
+                None,
+            )
+        else:
+            target = parse_target(url, method)
+            path_text, query, absolute_authority = target.path, target.query, target.authority
         headers = self.headers
-        host_values: list[bytes] = []
-        connection_values: list[bytes] = []
-        content_length: bytes | None = None
-        transfer_encoding: bytes | None = None
-        request_id: bytes | None = None
-        explain = te_trailers = False
-        for name, value in headers:
-            lname = name.lower()
-            if lname == b"host":
-                host_values.append(value)
-            elif lname == b"content-length":
-                content_length = value
-            elif lname == b"transfer-encoding":
-                transfer_encoding = value
-            elif lname == b"connection":
-                connection_values.append(value)
-            elif lname == b"x-request-id":
-                request_id = value
-            elif lname == b"x-portway-explain":
-                explain = True
-            elif lname == b"te":
-                te_trailers = b"trailers" in value.lower()
-        authority = check_host(host_values, version, target.authority)
+        fields = RequestFields(headers)
+        authority = check_host(fields.host, fields.host_count, version, absolute_authority)
+        transfer_encoding = fields.transfer_encoding
         if transfer_encoding is not None:
             check_transfer_encoding(transfer_encoding)
+        content_length = fields.content_length
         if content_length is not None and ctx.max_body and int(content_length) > ctx.max_body:
             raise PayloadTooLarge(f"request body larger than {ctx.max_body} bytes")
-        rid = accept_request_id(request_id)
-        snapshot = ctx.snapshot
-        if target.path == "*":
-            path = "*"
+        rid = accept_request_id(fields.request_id)
+        if path_text == "*":
+            path = path_text
         else:
             try:
-                path = normalize_path(target.path, ctx.merge_slashes)
+                path = normalize_path(path_text, ctx.merge_slashes)
             except ValueError as exc:
                 raise BadRequest(f"invalid path: {exc}") from None
         request = Request(
             method.decode("ascii"),
             host_for_routing(authority),
             path,
-            target.query,
+            query,
             headers,
-            self.info.ip.decode("ascii"),
+            self.client_ip,
             rid.decode("ascii"),
         )
-        http10 = version == "1.0"
+        keep_alive = parser.should_keep_alive()
         exchange = Exchange(
             self,
             request,
             rid,
             method,
-            keep_alive=parser.should_keep_alive(),
-            http10=http10,
+            keep_alive=keep_alive,
+            http10=version == "1.0",
             max_body=ctx.max_body,
         )
-        has_body = content_length not in (None, b"0") or transfer_encoding is not None
-        if not has_body:
-            exchange.request_done = True  # set again by on_message_complete; known already
-        trace: list[TraceStep] | None = [] if explain and self.may_explain else None
-        route = snapshot.routes.select(request, trace)
+        has_body = transfer_encoding is not None or (
+            content_length is not None and content_length != b"0"
+        )
+        if has_body:
+            body_timeout = ctx.body_timeout
+            self.deadline = self.sweeper.now + body_timeout if body_timeout else 0.0
+        else:
+            exchange.request_done = True  # known now; on_message_complete follows at once
+            self.deadline = 0.0
+        trace: list[TraceStep] | None = [] if fields.explain and self.may_explain else None
+        route = ctx.snapshot.routes.select(request, trace)
         if trace is not None:
             exchange.explain = _explain_header(route.name if route else None, trace)
         if route is None:
+            close = has_body or not keep_alive or ctx.draining
             exchange.answer_locally(
                 responses.local_response(
                     404,
                     "no route matches this host and path",
                     rid,
                     cause=responses.NO_ROUTE,
-                    close=has_body,
+                    close=close,
                     head_only=method == b"HEAD",
-                    extra_headers=[(b"x-portway-explain", exchange.explain)]
+                    extra_headers=[(EXPLAIN_HEADER, exchange.explain)]
                     if exchange.explain
                     else None,
                 ),
-                close=has_body,
+                close=close,
             )
             return exchange
-        drop = (
-            HOP_BY_HOP | connection_tokens(connection_values) if connection_values else HOP_BY_HOP
-        )
-        upstream_target = path.encode("ascii")
-        if target.query:
-            upstream_target += b"?" + target.query.encode("ascii")
-        headers_rest = request_headers(
-            headers,
-            self.info,
+        upstream_target = (path + "?" + query).encode("ascii") if query else path.encode("ascii")
+        chunked = transfer_encoding is not None
+        exchange.request_chunked = chunked
+        exchange.route_to(
+            route.target,
+            route.name,
+            upstream_target,
             authority,
-            rid,
-            drop,
-            transfer_encoding is not None,
-            te_trailers,
+            fields.upstream_lines(self.info, authority, rid, chunked),
         )
-        exchange.request_chunked = transfer_encoding is not None
-        exchange.route_to(route.target, route.name, upstream_target, authority, headers_rest)
         return exchange
 
     # -- ending exchanges ------------------------------------------------------------------------
@@ -394,7 +392,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if not self.in_head and self.parsing is None:
             keepalive = self.ctx.keepalive_timeout
-            self.deadline = self.loop.time() + keepalive if keepalive else 0.0
+            self.deadline = self.sweeper.now + keepalive if keepalive else 0.0
 
     def _protocol_error(self, error: HttpError) -> None:
         """Answer ``error`` after the responses already owed, then close; parse nothing more."""
@@ -407,7 +405,7 @@ class ClientConnection(asyncio.Protocol):
             # The error concerns a request whose head was accepted (e.g. its body is too large).
             if exchange is self.queue[0]:
                 exchange.request_done = False  # forces connection: close
-                exchange.fail(error.status, error.detail, responses.BAD_REQUEST)
+                exchange.fail(error.status, error.detail, error.cause)
             else:
                 exchange.answer_locally(self._error_response(error, exchange.request_id), True)
             return
@@ -420,19 +418,13 @@ class ClientConnection(asyncio.Protocol):
 
     def _error_response(self, error: HttpError, request_id: bytes) -> bytes:
         return responses.local_response(
-            error.status, error.detail, request_id, cause=responses.BAD_REQUEST, close=True
+            error.status,
+            error.detail,
+            request_id,
+            cause=error.cause,
+            close=True,
+            extra_headers=list(error.headers),
         )
-
-
-def _upgrade_error(parser: httptools.HttpRequestParser) -> HttpError:
-    if parser.get_method() == b"CONNECT":
-        return MethodNotAllowed("CONNECT is not supported: Portway is a reverse proxy")
-    return _UpgradeNotSupported("protocol upgrades (WebSocket) are not supported yet")
-
-
-class _UpgradeNotSupported(HttpError):
-    status = 501
-    reason = "upgrade not supported"
 
 
 def _explain_header(route: str | None, trace: list[TraceStep]) -> bytes:

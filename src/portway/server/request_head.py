@@ -21,6 +21,22 @@ _HOST = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[
 class MethodNotAllowed(HttpError):
     status = 405
     reason = "method not allowed"
+    cause = b"method_not_allowed"
+    # RFC 9110 §15.5.6: a 405 names the methods the target supports.
+    headers = ((b"allow", b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),)
+
+
+class UpgradeNotSupported(HttpError):
+    status = 501
+    reason = "upgrade not supported"
+    cause = b"upgrade_not_supported"
+
+
+def upgrade_error(method: bytes) -> HttpError:
+    """What a CONNECT or an ``Upgrade`` request gets: neither is forwarded."""
+    if method == b"CONNECT":
+        return MethodNotAllowed("CONNECT is not supported: Portway is a reverse proxy")
+    return UpgradeNotSupported("protocol upgrades (WebSocket) are not supported yet")
 
 
 @dataclass(slots=True)
@@ -66,23 +82,41 @@ def parse_target(url: bytes, method: bytes) -> Target:
     raise BadRequest("invalid request-target")
 
 
-def check_host(values: list[bytes], version: str, authority: bytes | None) -> bytes:
+def check_host(host: bytes | None, count: int, version: str, authority: bytes | None) -> bytes:
     """The authority to route on: absolute-form's, else the single valid Host (RFC 9112 §3.2)."""
-    if len(values) > 1:
+    if count > 1:
         raise BadRequest("more than one Host header field")
-    if values and not _HOST.match(values[0]):
-        raise BadRequest("invalid Host header field")
+    if host is not None and host not in _valid_hosts:
+        if not _HOST.match(host):
+            raise BadRequest("invalid Host header field")
+        _remember(host)
     if authority is not None:
         return authority
-    if values:
-        return values[0]
+    if host is not None:
+        return host
     if version == "1.1":
         raise BadRequest("missing Host header field (required in HTTP/1.1)")
     return b""
 
 
+# Hosts repeat from request to request: validated ones and their routing form are kept, up to a
+# bound, so the regex and decoding run once per distinct host rather than once per request.
+_CACHE_LIMIT = 4096
+_valid_hosts: dict[bytes, str] = {}
+
+
+def _remember(host: bytes) -> None:
+    if len(_valid_hosts) < _CACHE_LIMIT:
+        _valid_hosts[host] = _routing_form(host)
+
+
 def host_for_routing(authority: bytes) -> str:
     """Lower-case host without port and without a trailing dot; IPv6 keeps its brackets."""
+    host = _valid_hosts.get(authority)
+    return host if host is not None else _routing_form(authority)
+
+
+def _routing_form(authority: bytes) -> str:
     if authority[:1] == b"[":
         end = authority.find(b"]")
         return authority[: end + 1].decode("ascii").lower()
@@ -91,10 +125,13 @@ def host_for_routing(authority: bytes) -> str:
 
 
 def check_transfer_encoding(value: bytes) -> None:
-    """Only ``chunked`` is forwardable: another coding changes the bytes we pass on unseen.
+    """Only plain ``chunked`` is forwardable: another coding changes the bytes we pass on unseen.
 
-    llhttp accepts ``gzip, chunked``; RFC 9112 §6.1 says a server that does not understand a coding
-    answers 501, which is what we do rather than forwarding a body we cannot frame honestly.
+    RFC 9112 §6.3 rule 4: chunked not last means the length cannot be known: 400. llhttp accepts
+    ``gzip, chunked``; RFC 9112 §6.1 has a server answer 501 to a coding it does not implement.
     """
-    if value.strip().lower() != b"chunked":
+    codings = [c.strip() for c in value.lower().split(b",")]
+    if codings[-1] != b"chunked":
+        raise BadRequest("Transfer-Encoding must end with chunked (RFC 9112 §6.3)")
+    if len(codings) > 1:
         raise NotImplemented_(f"transfer coding {value.decode('latin-1')!r} is not supported")

@@ -76,7 +76,7 @@ class UpstreamConnection(asyncio.Protocol):
     def bind(self, exchange: ResponseSink, data: bytes, read_timeout: float) -> None:
         self.exchange = exchange
         self._reset_response()
-        self.deadline = self.pool.loop.time() + read_timeout
+        self.deadline = self.pool.sweeper.now + read_timeout
         self.transport.write(data)
 
     def close(self) -> None:

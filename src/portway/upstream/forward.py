@@ -32,8 +32,6 @@ _FORWARDING = frozenset(
 )
 EXPLAIN_HEADER = b"x-portway-explain"
 REQUEST_ID_HEADER = b"x-request-id"
-# Stripped from requests always: it is ours, not the backend's.
-_OWN_REQUEST_HEADERS = frozenset({EXPLAIN_HEADER, REQUEST_ID_HEADER, b"host"})
 
 _REQUEST_ID_OK = re.compile(rb"^[A-Za-z0-9._:+/=-]{1,200}$")
 _getrandbits = random.getrandbits
@@ -69,65 +67,147 @@ class ClientInfo:
         self.forwarded_for = b'for="[%s]"' % self.ip if b":" in self.ip else b"for=" + self.ip
 
 
-def request_headers(
-    headers: list[tuple[bytes, bytes]],
-    client: ClientInfo,
-    host: bytes,
-    request_id: bytes,
-    drop: frozenset[bytes],
-    chunked: bool,
-    te_trailers: bool,
-) -> bytes:
-    """All header lines for the upstream request except Host, ending with the blank line.
+# What a request header name means to the gateway, looked up once per header line.
+HOST, CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, REQUEST_ID, EXPLAIN, TE, HOP = range(1, 9)
+XFF, XF_PROTO, XF_HOST, XF_PORT, FORWARDED = range(9, 14)
+_REQUEST_FIELD_KIND = {
+    b"host": HOST,
+    b"content-length": CONTENT_LENGTH,
+    b"transfer-encoding": TRANSFER_ENCODING,
+    b"connection": CONNECTION,
+    b"x-request-id": REQUEST_ID,
+    EXPLAIN_HEADER: EXPLAIN,
+    b"te": TE,
+    b"keep-alive": HOP,
+    b"proxy-connection": HOP,
+    b"trailer": HOP,
+    b"upgrade": HOP,
+    b"x-forwarded-for": XFF,
+    b"x-forwarded-proto": XF_PROTO,
+    b"x-forwarded-host": XF_HOST,
+    b"x-forwarded-port": XF_PORT,
+    b"forwarded": FORWARDED,
+}
+_kind_of = _REQUEST_FIELD_KIND.get
 
-    ``drop`` is the hop-by-hop set including names from Connection. ``host`` is the authority the
-    client asked for, for X-Forwarded-Host / Forwarded.
-    """
-    parts: list[bytes] = []
-    append = parts.append
-    trusted = client.trusted
-    xff: bytes | None = None
-    xf_proto = xf_host = xf_port = forwarded = None
-    for name, value in headers:
-        lname = name.lower()
-        if lname in drop or lname in _OWN_REQUEST_HEADERS:
-            continue
-        if lname in _FORWARDING:
-            if not trusted:
-                continue
-            if lname == b"x-forwarded-for":
-                xff = value if xff is None else xff + b", " + value
-            elif lname == b"forwarded":
-                forwarded = value if forwarded is None else forwarded + b", " + value
-            elif lname == b"x-forwarded-proto":
-                xf_proto = value
-            elif lname == b"x-forwarded-host":
-                xf_host = value
-            else:
-                xf_port = value
-            continue
-        append(b"%s: %s\r\n" % (name, value))
-    own_forwarded = b'%s;host="%s";proto=%s' % (client.forwarded_for, host, client.proto)
-    append(
-        b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n"
-        b"x-forwarded-port: %s\r\nforwarded: %s\r\nx-request-id: %s\r\n"
-        % (
-            client.ip if xff is None else xff + b", " + client.ip,
-            client.proto if xf_proto is None else xf_proto,
-            host if xf_host is None else xf_host,
-            client.port if xf_port is None else xf_port,
-            own_forwarded if forwarded is None else forwarded + b", " + own_forwarded,
-            request_id,
-        )
+
+class RequestFields:
+    """One pass over a request's header lines: the fields the gateway acts on, and the lines it
+    forwards as they are (already serialized, hop-by-hop and forwarding fields left out)."""
+
+    __slots__ = (
+        "connection",
+        "content_length",
+        "explain",
+        "forwarded",
+        "host",
+        "host_count",
+        "lines",
+        "request_id",
+        "te_trailers",
+        "transfer_encoding",
+        "xf_host",
+        "xf_port",
+        "xf_proto",
+        "xff",
     )
-    if chunked:
-        append(b"transfer-encoding: chunked\r\n")
-    if te_trailers:
-        append(b"te: trailers\r\n")
-    append(b"\r\n")
-    return b"".join(parts)
 
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        lines: list[bytes] = []
+        host = content_length = transfer_encoding = connection = request_id = None
+        xff = xf_proto = xf_host = xf_port = forwarded = None
+        host_count = 0
+        explain = te_trailers = False
+        for name, value in headers:
+            kind = _kind_of(name.lower())
+            if kind is None:
+                lines.append(b"%s: %s\r\n" % (name, value))
+            elif kind == HOST:
+                host = value
+                host_count += 1
+            elif kind == CONTENT_LENGTH:
+                content_length = value
+                lines.append(b"%s: %s\r\n" % (name, value))
+            elif kind == TRANSFER_ENCODING:
+                transfer_encoding = value
+            elif kind == CONNECTION:
+                connection = value if connection is None else connection + b"," + value
+            elif kind == REQUEST_ID:
+                request_id = value
+            elif kind == EXPLAIN:
+                explain = True
+            elif kind == TE:
+                te_trailers = b"trailers" in value.lower()
+            elif kind == XFF:
+                xff = value if xff is None else xff + b", " + value
+            elif kind == FORWARDED:
+                forwarded = value if forwarded is None else forwarded + b", " + value
+            elif kind == XF_PROTO:
+                xf_proto = value
+            elif kind == XF_HOST:
+                xf_host = value
+            elif kind == XF_PORT:
+                xf_port = value
+        self.lines = lines
+        self.host = host
+        self.host_count = host_count
+        self.content_length = content_length
+        self.transfer_encoding = transfer_encoding
+        self.connection = connection
+        self.request_id = request_id
+        self.explain = explain
+        self.te_trailers = te_trailers
+        self.xff = xff
+        self.xf_proto = xf_proto
+        self.xf_host = xf_host
+        self.xf_port = xf_port
+        self.forwarded = forwarded
 
-def response_headers(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[bytes]:
-    """Upstream response header lines with hop-by-hop fields removed (framing is re-decided)."""
-    return [b"%s: %s\r\n" % (n, v) for n, v in headers if n.lower() not in drop]
+    def upstream_lines(
+        self,
+        client: ClientInfo,
+        host: bytes,
+        request_id: bytes,
+        chunked: bool,
+    ) -> bytes:
+        """Every header line for the upstream except Host, ending with the blank line.
+
+        ``host`` is the authority the client asked for (X-Forwarded-Host, Forwarded ``host=``).
+        """
+        lines = self.lines
+        if self.connection is not None:
+            named = connection_tokens([self.connection]) - HOP_BY_HOP
+            if named:  # fields the client declared hop-by-hop (RFC 9110 §7.6.1)
+                lines = [line for line in lines if line.split(b":", 1)[0].lower() not in named]
+        own_forwarded = b'%s;host="%s";proto=%s' % (client.forwarded_for, host, client.proto)
+        if client.trusted:
+            xff = client.ip if self.xff is None else self.xff + b", " + client.ip
+            proto = self.xf_proto or client.proto
+            xf_host = self.xf_host or host
+            port = self.xf_port or client.port
+            forwarded = (
+                own_forwarded if self.forwarded is None else self.forwarded + b", " + own_forwarded
+            )
+        else:
+            xff, proto, xf_host, port, forwarded = (
+                client.ip,
+                client.proto,
+                host,
+                client.port,
+                own_forwarded,
+            )
+        tail = (
+            b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n"
+            b"x-forwarded-port: %s\r\nforwarded: %s\r\nx-request-id: %s\r\n%s%s\r\n"
+            % (
+                xff,
+                proto,
+                xf_host,
+                port,
+                forwarded,
+                request_id,
+                b"transfer-encoding: chunked\r\n" if chunked else b"",
+                b"te: trailers\r\n" if self.te_trailers else b"",
+            )
+        )
+        return b"".join(lines) + tail

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from portway.server.timeouts import Sweeper
+from portway.deadlines import Sweeper
 from portway.upstream.connection import UpstreamConnection
 
 
@@ -62,7 +62,7 @@ class Pool:
         if self.retired or len(self.idle) >= self.max_idle:
             connection.close()
             return
-        connection.deadline = self.loop.time() + self.idle_timeout
+        connection.deadline = self.sweeper.now + self.idle_timeout
         self.idle.append(connection)
 
     def forget(self, connection: UpstreamConnection) -> None:
