@@ -23,7 +23,6 @@ from tests.support.client import (
     send_raw,
 )
 
-
 # The machine-readable cause each protocol error status carries in ``portway-error``.
 CAUSES = {
     400: "bad_request",
