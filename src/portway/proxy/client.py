@@ -15,6 +15,8 @@ class ClientSide(Protocol):
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
     sweeper: Sweeper  # its ``now`` is the clock deadlines are set from
+    paused: int  # reasons reading from the client is paused, a bit each
+    write_paused: bool  # the client's transport buffer is full (asyncio pause_writing)
 
     @property
     def draining(self) -> bool: ...

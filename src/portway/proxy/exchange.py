@@ -274,8 +274,12 @@ class Exchange:
         parts.extend(self.pending)
         self.pending.clear()
         self.pending_bytes = 0
-        self.client.pause_reading(PAUSE_PENDING, False)
+        client = self.client
+        if client.paused:
+            client.pause_reading(PAUSE_PENDING, False)
         upstream.bind(self, b"".join(parts), service.read_timeout)
+        if client.write_paused:  # the client is still behind on an earlier response
+            self.client_write_paused(True)
 
     def _leave_endpoint(self) -> None:
         endpoint, self.endpoint = self.endpoint, None
@@ -437,10 +441,10 @@ class Exchange:
         upstream = self.upstream
         if upstream is not None and not upstream.closed:
             if paused:
-                upstream.transport.pause_reading()
+                upstream.pause_reading()
                 upstream.deadline = 0.0  # we stopped reading: the upstream is not slow
             else:
-                upstream.transport.resume_reading()
+                upstream.resume_reading()
                 if self.service is not None:
                     upstream.deadline = self.client.sweeper.now + self.service.read_timeout
 
@@ -484,6 +488,11 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
+        client = self.client
+        if client.paused & (PAUSE_PENDING | PAUSE_UPSTREAM):
+            # This exchange's reasons to hold the client back end with it: a full upstream write
+            # buffer reports resume_writing to nobody once the connection went back to the pool.
+            client.pause_reading(PAUSE_PENDING | PAUSE_UPSTREAM, False)
         self._leave_endpoint()
         upstream, self.upstream = self.upstream, None
         if upstream is not None:

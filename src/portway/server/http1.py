@@ -77,6 +77,7 @@ class ClientConnection(asyncio.Protocol):
         "trailers",
         "transport",
         "url",
+        "write_paused",
     )
 
     def __init__(self, ctx: WorkerContext, port: int, proto: bytes = b"http") -> None:
@@ -99,6 +100,7 @@ class ClientConnection(asyncio.Protocol):
         self.head_bytes = 0
         self.trailers: list[bytes] | None = None
         self.paused = 0
+        self.write_paused = False
         self.broken = False
         self.closed = False
         self.final_error: bytes | None = None
@@ -170,10 +172,12 @@ class ClientConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         if self.queue:
             self.queue[0].client_write_paused(True)
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         if self.queue:
             self.queue[0].client_write_paused(False)
 
@@ -201,8 +205,12 @@ class ClientConnection(asyncio.Protocol):
                 HeadersTooLarge() if self.url else UriTooLong("request line too long")
             )
             return
-        if self.queue:
-            self.queue[0].flush_request()
+        queue = self.queue
+        if queue:
+            queue[0].flush_request()
+        parsing = self.parsing
+        if parsing is not None and (not queue or parsing is not queue[0]):
+            parsing.flush_request()  # a pipelined body waiting its turn: pauses when large
 
     def _head_limit(self) -> int:
         ctx = self.ctx

@@ -44,6 +44,7 @@ class UpstreamConnection(asyncio.Protocol):
         "keep_alive",
         "parser",
         "pool",
+        "reading_paused",
         "reason",
         "reused",
         "transport",
@@ -57,6 +58,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.deadline = 0.0
         self.reused = False
+        self.reading_paused = False
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -72,6 +74,17 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.pool.sweeper.add(self)
+
+    def pause_reading(self) -> None:
+        """The client cannot take more response bytes: stop reading until it can."""
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def bind(self, exchange: ResponseSink, data: bytes, read_timeout: float) -> None:
         self.exchange = exchange

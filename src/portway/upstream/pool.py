@@ -62,6 +62,8 @@ class Pool:
         if self.retired or len(self.idle) >= self.max_idle:
             connection.close()
             return
+        # An idle connection must read, or it would never notice the upstream closing it.
+        connection.resume_reading()
         connection.deadline = self.sweeper.now + self.idle_timeout
         self.idle.append(connection)
 
