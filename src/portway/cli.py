@@ -10,6 +10,7 @@ from typing import Annotated, NoReturn
 from urllib.parse import urlsplit
 
 import typer
+from pydantic import ValidationError
 
 from portway.config.loader import load_config
 from portway.config.model import Config, ListenerConfig, ServiceConfig
@@ -69,15 +70,16 @@ def run(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Serve a config: SIGHUP reloads it, SIGTERM drains and exits 0."""
-    from portway.server.workers import Supervisor
+    from portway.supervisor import Supervisor
 
     _setup_logging(log_level.upper())
     cfg = _load_or_exit(config)
     if listen:
         try:
             listeners = [ListenerConfig(address=a) for a in listen]
-        except ValueError as exc:
-            typer.echo(f"--listen: {exc}", err=True)
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            typer.echo(f"--listen: {reason}", err=True)
             raise typer.Exit(2) from None
         cfg = cfg.model_copy(update={"listeners": listeners})
 

@@ -412,6 +412,13 @@ def test_run_rejects_zero_workers(tmp_path: Path) -> None:
     assert "listening on" not in result.stderr
 
 
+def test_run_rejects_a_malformed_listen_address_readably(tmp_path: Path) -> None:
+    path = write_config(tmp_path, GOOD_CONFIG)
+    result = portway("run", "--config", str(path), "--listen", "nope")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "--listen: expected 'host:port' with a port, got 'nope'"
+
+
 # -- demo ----------------------------------------------------------------------------------------
 
 

@@ -38,7 +38,9 @@ class Model(BaseModel):
 class LimitsConfig(Model):
     """Request limits; exceeding one answers the status named beside it."""
 
-    max_request_line: Size = Field(8192, description="Longest request line; longer answers 414.")
+    max_request_line: Size = Field(
+        8192, description="Longest request-target (the URL in the request line); longer answers 414."
+    )
     max_header_bytes: Size = Field(
         32768, description="All header lines together; more answers 431."
     )
