@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.gateway import GatewayThread
+from tests.e2e.protocol_errors import assert_error
 from tests.support.backends import Backend
 from tests.support.client import (
     KeepAliveClient,
@@ -23,17 +24,6 @@ from tests.support.client import (
     send_raw,
 )
 
-# The machine-readable cause each protocol error status carries in ``portway-error``.
-CAUSES = {
-    400: "bad_request",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    413: "body_too_large",
-    414: "uri_too_long",
-    431: "headers_too_large",
-    501: "not_implemented upgrade_not_supported",
-    505: "version_not_supported",
-}
 
 def one_service(address: str, **route: Any) -> dict[str, Any]:
     return {
@@ -52,19 +42,6 @@ def backend() -> Iterator[Backend]:
 def gateway(backend: Backend) -> Iterator[GatewayThread]:
     with GatewayThread(one_service(backend.address)) as g:
         yield g
-
-
-def assert_error(response: Response, status: int, reason: str) -> None:
-    """A protocol error answer: status, cause, close, and the reason and request id in the body."""
-    assert response.status == status, (response.status, response.body)
-    assert response.header("portway-error") in CAUSES[response.status].split()
-    assert response.header("connection") == "close"
-    body = response.body.decode("latin-1")
-    assert body.startswith(f"{status} "), body
-    assert reason.lower() in body.lower(), body
-    rid = response.header("x-request-id")
-    assert rid, response.headers
-    assert f"request id: {rid}" in body
 
 
 def answer_and_close(port: int, raw: bytes, method: str = "GET") -> Response:

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from tests.e2e.gateway import GatewayThread
+from tests.e2e.protocol_errors import assert_error
 from tests.support.backends import Backend
 from tests.support.client import (
     KeepAliveClient,
-    Response,
     build_request,
     connect,
     parse_responses,
@@ -46,18 +46,6 @@ BODY_TIMEOUT = 0.3
 DEADLINE_BOUND = 3.0
 
 
-# The machine-readable cause each protocol error status carries in ``portway-error``.
-CAUSES = {
-    400: "bad_request",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    413: "body_too_large",
-    414: "uri_too_long",
-    431: "headers_too_large",
-    501: "not_implemented upgrade_not_supported",
-    505: "version_not_supported",
-}
-
 def config(backend: Backend, **server: Any) -> dict[str, Any]:
     return {
         "server": server,
@@ -76,19 +64,6 @@ def backend() -> Iterator[Backend]:
 def limited(backend: Backend) -> Iterator[GatewayThread]:
     with GatewayThread(config(backend, limits=LIMITS)) as g:
         yield g
-
-
-def assert_protocol_error(response: Response, status: int, reason: str) -> None:
-    """A local error answer: exact status, cause header, close, reason and request id in the body."""
-    assert response.status == status, response
-    assert response.header("portway-error") in CAUSES[response.status].split()
-    assert response.header("connection") == "close"
-    body = response.body.decode("latin-1")
-    assert body.startswith(f"{status} "), body
-    assert reason.lower() in body.lower(), body
-    rid = response.header("x-request-id")
-    assert rid, response.headers
-    assert f"request id: {rid}" in body
 
 
 def head_with_header_bytes(total: int, path: str = "/") -> bytes:
@@ -112,7 +87,7 @@ def test_request_target_longer_than_limit_is_414(limited: GatewayThread, backend
     path = "/" + "a" * MAX_REQUEST_LINE  # one byte over the limit
     with KeepAliveClient(limited.port) as client:
         response = client.request("GET", path)
-        assert_protocol_error(response, 414, f"longer than {MAX_REQUEST_LINE} bytes")
+        assert_error(response, 414, f"longer than {MAX_REQUEST_LINE} bytes")
         assert client.server_closed(2.0)
     assert backend.requests == []
 
@@ -137,7 +112,7 @@ def test_too_many_header_fields_is_431(limited: GatewayThread, backend: Backend)
     headers = [(f"X-H{i}", "v") for i in range(MAX_HEADER_COUNT)]  # plus Host: one too many
     with KeepAliveClient(limited.port) as client:
         response = client.request("GET", "/", headers=headers)
-        assert_protocol_error(response, 431, f"more than {MAX_HEADER_COUNT} header fields")
+        assert_error(response, 431, f"more than {MAX_HEADER_COUNT} header fields")
         assert client.server_closed(2.0)
     assert backend.requests == []
 
@@ -157,7 +132,7 @@ def test_header_bytes_over_limit_is_431(limited: GatewayThread, backend: Backend
     with KeepAliveClient(limited.port) as client:
         client.send(head_with_header_bytes(MAX_HEADER_BYTES + 1))
         response = client.read_response()
-        assert_protocol_error(response, 431, f"larger than {MAX_HEADER_BYTES} bytes")
+        assert_error(response, 431, f"larger than {MAX_HEADER_BYTES} bytes")
         assert client.server_closed(2.0)
     assert backend.requests == []
 
@@ -195,7 +170,7 @@ def test_giant_header_value_in_small_pieces_is_cut_off_early(
         # The head limit (request line + header bytes, with some slack) bounds what is buffered.
         assert sent <= 4 * (MAX_REQUEST_LINE + MAX_HEADER_BYTES) + 4096, sent
         response = client.read_response()
-        assert_protocol_error(response, 431, "too large")
+        assert_error(response, 431, "too large")
         assert client.server_closed(2.0)
     assert backend.requests == []
 
@@ -216,7 +191,7 @@ def test_content_length_over_limit_is_413_before_anything_goes_upstream(
             "POST",
         )
         response = client.read_response()
-        assert_protocol_error(response, 413, f"larger than {MAX_BODY} bytes")
+        assert_error(response, 413, f"larger than {MAX_BODY} bytes")
         assert client.server_closed(2.0)
     assert backend.requests == []
     assert backend.connections_accepted == 0
@@ -237,7 +212,7 @@ def test_chunked_body_growing_past_limit_is_413(limited: GatewayThread, backend:
             except (BrokenPipeError, ConnectionResetError):
                 break
         response = client.read_response()
-        assert_protocol_error(response, 413, f"larger than {MAX_BODY} bytes")
+        assert_error(response, 413, f"larger than {MAX_BODY} bytes")
         assert client.server_closed(2.0)
     assert backend.requests == []
 
@@ -300,7 +275,7 @@ def test_slowloris_head_gets_408_within_header_timeout(
         assert answered, f"no answer within {DEADLINE_BOUND}s while the head was trickled"
         assert elapsed >= HEADER_TIMEOUT * 0.8, elapsed
         response = client.read_response()
-        assert_protocol_error(response, 408, f"not received within {HEADER_TIMEOUT:g}s")
+        assert_error(response, 408, f"not received within {HEADER_TIMEOUT:g}s")
         assert client.server_closed(2.0)
     assert backend.requests == []
 
@@ -368,7 +343,7 @@ def test_body_that_stops_arriving_gets_408(timed: GatewayThread, backend: Backen
         assert wait_readable(client.sock, DEADLINE_BOUND), "no answer to a stalled body"
         assert time.monotonic() - started >= BODY_TIMEOUT * 0.8
         response = client.read_response()
-        assert_protocol_error(response, 408, "request body not received in time")
+        assert_error(response, 408, "request body not received in time")
         assert client.server_closed(2.0)
     assert backend.requests == []
 
@@ -389,7 +364,7 @@ def test_declared_body_never_started_gets_408_after_body_timeout(backend: Backen
             f"(body timeout {BODY_TIMEOUT}s)"
         )
         response = client.read_response()
-        assert_protocol_error(response, 408, "request body not received in time")
+        assert_error(response, 408, "request body not received in time")
         assert client.server_closed(2.0)
     assert backend.requests == []
 

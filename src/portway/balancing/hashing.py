@@ -78,12 +78,28 @@ class _HashingBalancer(Balancer):
         self._key_of = hash_key_getter(hash_on)
         self._fallback = RandomBalancer(self.endpoints, rng=rng)
 
-    def _is_candidate(self, endpoint: Endpoint, exclude: Collection[Endpoint], now: float) -> bool:
-        return (
-            endpoint.healthy
-            and endpoint.down_until <= now
-            and (not exclude or endpoint not in exclude)
-        )
+    def _owner_from(
+        self,
+        owners: Sequence[Endpoint],
+        position: int,
+        exclude: Collection[Endpoint],
+        now: float,
+    ) -> Endpoint | None:
+        """The owner at ``position`` if it may be picked, else the next one that may, walking on
+        (and wrapping) so that the same key always falls back to the same endpoint."""
+        owner = owners[position]
+        if owner.healthy and owner.down_until <= now and (not exclude or owner not in exclude):
+            return owner
+        if not self.has_candidate(exclude, now):
+            return None
+        size = len(owners)
+        while True:  # ends: a candidate owns at least one position
+            position += 1
+            if position == size:
+                position = 0
+            owner = owners[position]
+            if owner.healthy and owner.down_until <= now and (not exclude or owner not in exclude):
+                return owner
 
 
 # ------------------------------------------------------------------------------------------- ring
@@ -138,19 +154,7 @@ class RingHashBalancer(_HashingBalancer):
         position = bisect_left(points, hash64(key))
         if position == len(points):
             position = 0
-        owners = self._owners
-        owner = owners[position]
-        if owner.healthy and owner.down_until <= now and (not exclude or owner not in exclude):
-            return owner
-        if not self.has_candidate(exclude, now):
-            return None
-        while True:  # ends: a candidate owns at least one point
-            position += 1
-            if position == len(points):
-                position = 0
-            owner = owners[position]
-            if self._is_candidate(owner, exclude, now):
-                return owner
+        return self._owner_from(self._owners, position, exclude, now)
 
 
 # ----------------------------------------------------------------------------------------- maglev
@@ -240,16 +244,4 @@ class MaglevBalancer(_HashingBalancer):
         table = self._table
         if not table:
             return None
-        slot = hash64(key) % len(table)
-        owner = table[slot]
-        if owner.healthy and owner.down_until <= now and (not exclude or owner not in exclude):
-            return owner
-        if not self.has_candidate(exclude, now):
-            return None
-        while True:  # ends: a candidate owns at least one entry
-            slot += 1
-            if slot == len(table):
-                slot = 0
-            owner = table[slot]
-            if self._is_candidate(owner, exclude, now):
-                return owner
+        return self._owner_from(table, hash64(key) % len(table), exclude, now)
