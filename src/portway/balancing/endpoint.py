@@ -31,11 +31,13 @@ class Endpoint:
         "active",
         "address",
         "down_until",
+        "ejections",
         "healthy",
         "host",
         "index",
         "key",
         "port",
+        "ramp_start",
         "weight",
     )
 
@@ -57,6 +59,8 @@ class Endpoint:
         self.active = 0
         self.healthy = True
         self.down_until = 0.0
+        self.ejections = 0  # outlier ejections so far: each lasts longer than the one before
+        self.ramp_start = 0.0  # monotonic time slow start began (new or recovered); 0: none
 
     @classmethod
     def from_address(cls, address: str, weight: int = 1, index: int = 0) -> Endpoint:

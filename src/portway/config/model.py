@@ -25,6 +25,12 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from portway.config.resilience import (
+    CircuitBreakerConfig,
+    HealthCheckConfig,
+    OutlierDetectionConfig,
+    RetryConfig,
+)
 from portway.config.types import Address, Cidr, Duration, Size
 
 
@@ -181,6 +187,29 @@ class ServiceConfig(Model):
         False, description="Send the instance's host:port as Host instead of the client's."
     )
     pool: PoolConfig = Field(PoolConfig(), description="Upstream connection reuse.")
+    try_timeout: Duration = Field(
+        0.0, description="504 (or a retry) when one try gets no response head in time; 0: off."
+    )
+    request_timeout: Duration = Field(
+        0.0, description="504 when the whole request, retries included, takes longer; 0: off."
+    )
+    health_check: HealthCheckConfig | None = Field(
+        None, description="Active health checks; none: off."
+    )
+    outlier_detection: OutlierDetectionConfig = Field(
+        OutlierDetectionConfig(), description="Passive health: eject instances that fail requests."
+    )
+    panic_threshold: Annotated[int, Field(ge=0, le=100)] = Field(
+        50,
+        description="Below this percentage of available instances, send to all of them; 0: off.",
+    )
+    slow_start: Duration = Field(
+        0.0, description="A new or recovered instance's share ramps up over this long; 0: off."
+    )
+    retries: RetryConfig = Field(RetryConfig(), description="Trying again on another instance.")
+    circuit_breaker: CircuitBreakerConfig = Field(
+        CircuitBreakerConfig(), description="Per-worker limits; overflow answers 503 at once."
+    )
 
 
 # ---------------------------------------------------------------------------------------- routes
