@@ -13,7 +13,11 @@ timeout within ~50 ms.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from typing import Protocol
+
+log = logging.getLogger("portway.deadlines")
 
 
 class HasDeadline(Protocol):
@@ -39,6 +43,9 @@ class Sweeper:
         self.interval = interval
         self._handle: asyncio.TimerHandle | None = None
         self.now = loop.time()
+        # Called with the loop time after every sweep: periodic upkeep (ejections ending, health
+        # read from the prober) at the sweep's cadence, without timers of their own.
+        self.hooks: list[Callable[[float], None]] = []
 
     def add(self, member: HasDeadline) -> None:
         self._members.add(member)
@@ -65,4 +72,9 @@ class Sweeper:
         for member in expired:
             member.deadline = 0.0
             member.on_deadline()
+        for hook in self.hooks:
+            try:
+                hook(now)
+            except Exception:  # upkeep must not stop the sweep that enforces every deadline
+                log.exception("periodic upkeep failed")
         self._handle = self._loop.call_later(self.interval, self._sweep)

@@ -49,8 +49,13 @@ class Gateway:
         snapshot = assemble(config, None, loop, self.sweeper)
         self.ctx = WorkerContext(loop, config.server, snapshot, self.sweeper)
         self.sweeper.interval = sweep_interval(self.ctx.smallest_timeout)
+        self.sweeper.hooks.append(self._refresh_services)
         self.servers: list[asyncio.Server] = []
         self.addresses: list[tuple[str, int]] = []
+
+    def _refresh_services(self, now: float) -> None:
+        for service in self.ctx.snapshot.services.values():
+            service.refresh()
 
     @property
     def snapshot(self) -> Snapshot:

@@ -1,17 +1,22 @@
-"""One request and its response through the gateway: pick, connect, relay, finish.
+"""One request and its response through the gateway: pick, connect, relay, retry, finish.
 
 Theory of operation. The client connection parses a request head, routes it and creates an
 ``Exchange``. Exchanges of one client connection run strictly one after another (pipelined requests
-wait their turn, so responses go out in order). ``start`` picks an instance, takes an idle upstream
-connection or opens one, and sends the head plus any body bytes received so far. Request body bytes
-stream to the upstream as they arrive; response bytes stream to the client as they arrive, each
-direction with one coalesced write per read and flow control both ways. No Task, Future or timer
-exists per request unless a new upstream connection must be opened.
+wait their turn, so responses go out in order). ``start`` checks the service's circuit breaker and
+makes the first *try*: pick an instance, take an idle upstream connection or open one (or wait for
+one when the service is at ``max_connections``), send the head plus any body bytes received so far.
+Request body bytes stream to the upstream as they arrive; response bytes stream to the client as
+they arrive, each direction with one coalesced write per read and flow control both ways. No Task,
+Future or timer exists per request unless a connection must be opened or a retry waits.
 
-Failure rules: a connect failure (nothing was sent) moves on to another instance; a reused idle
-connection that dies before any response byte is replayed once on a fresh one when the request is
-idempotent and its body was kept; anything after the first response byte reached the client can only
-end the client connection, because the status line is already gone.
+Failure rules. A connect failure (nothing was sent) moves on to another instance, ``connect_retries``
+times. A reused idle connection that dies before any response byte is replayed once on a fresh one
+(an idempotent request whose body was kept). A reset, a timeout before the response head, or a
+status in ``retries.on_statuses`` is retried on another instance after a jittered back-off when
+the method is idempotent (or the service opts in), the body was kept (``buffer_limit``), attempts
+remain and the retry budget allows. Nothing is retried once the first response byte went to the
+client: from then on a failure can only end the client connection. Each outcome is reported to the
+service's outlier detector.
 """
 
 from __future__ import annotations
@@ -21,19 +26,15 @@ from typing import TYPE_CHECKING
 
 from portway.balancing import Endpoint
 from portway.messages import Request
-from portway.proxy import responses
-from portway.proxy.service import CONNECT_FAILURE_BACKOFF, Service
+from portway.proxy import response_head, responses
+from portway.proxy.service import Service
 from portway.upstream.connection import UpstreamConnection
-from portway.upstream.forward import HOP_BY_HOP, REQUEST_ID_HEADER, connection_tokens
+from portway.upstream.forward import HOP_BY_HOP
 
 if TYPE_CHECKING:
     from portway.proxy.client import ClientSide
 
-_RESPONSE_DROP = HOP_BY_HOP | {REQUEST_ID_HEADER}
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-# Request bodies up to this size are kept so an idempotent request can be replayed after a stale
-# keep-alive connection fails; larger bodies stream without a copy and are not replayed.
-REPLAY_LIMIT = 64 * 1024
 # Client bytes buffered while no upstream connection is ready before the client is paused.
 PENDING_HIGH_WATER = 256 * 1024
 PAUSE_PENDING = 1
@@ -42,18 +43,24 @@ PAUSE_UPSTREAM = 2
 
 class Exchange:
     __slots__ = (
+        "attempt",
         "authority",
         "body_received",
         "client",
         "close_after",
         "complete",
+        "connect_failures",
         "connect_task",
+        "counted",
+        "deadline",
         "endpoint",
         "explain",
         "finished",
+        "framing",
         "head_request",
         "headers_rest",
         "http10",
+        "idempotent",
         "keep_alive",
         "local",
         "max_body",
@@ -62,20 +69,22 @@ class Exchange:
         "pending",
         "pending_bytes",
         "replay",
+        "replay_limit",
         "request",
         "request_chunked",
+        "request_deadline",
         "request_done",
         "request_id",
-        "response_chunked",
-        "response_no_body",
+        "retry_handle",
+        "retrying",
         "route_name",
         "service",
         "started",
         "target",
         "trailers",
         "tried",
-        "until_close",
         "upstream",
+        "waiting",
     )
 
     def __init__(
@@ -94,6 +103,7 @@ class Exchange:
         self.request_id = request_id
         self.method = method
         self.head_request = method == b"HEAD"
+        self.idempotent = method in _IDEMPOTENT
         self.keep_alive = keep_alive
         self.http10 = http10
         self.max_body = max_body
@@ -107,20 +117,27 @@ class Exchange:
         self.body_received = 0
         self.pending: list[bytes] = []
         self.pending_bytes = 0
-        self.replay: list[bytes] | None = [] if method in _IDEMPOTENT else None
+        self.replay: list[bytes] | None = []  # body chunks kept for a retry, while small enough
+        self.replay_limit = 0
         self.local: bytes | None = None
         self.explain: bytes | None = None
         self.endpoint: Endpoint | None = None
         self.tried: list[Endpoint] = []
+        self.attempt = 0  # retries made after resets, timeouts and retryable statuses
+        self.connect_failures = 0
         self.upstream: UpstreamConnection | None = None
         self.connect_task: asyncio.Task[None] | None = None
+        self.retry_handle: asyncio.TimerHandle | None = None
+        self.counted = False  # in the service's requests in flight
+        self.retrying = False  # in the service's retries in flight
+        self.waiting = False  # queued for a connection (circuit breaker)
+        self.deadline = 0.0  # sweeper deadline: request timeout, or the end of a wait
+        self.request_deadline = 0.0
         self.started = False  # response head written to the client
         self.complete = False  # response fully written to the client
         self.finished = False
         self.close_after = False
-        self.response_chunked = False
-        self.response_no_body = False
-        self.until_close = False  # the upstream frames its body by closing (RFC 9112 §6.3 rule 8)
+        self.framing = _NO_FRAMING
         self.out: list[bytes] = []
         self.trailers: list[bytes] | None = None
 
@@ -139,6 +156,7 @@ class Exchange:
         self.target = target
         self.authority = authority
         self.headers_rest = headers_rest
+        self.replay_limit = service.retry.buffer_limit
 
     def answer_locally(self, response: bytes, close: bool) -> None:
         self.local = response
@@ -159,7 +177,7 @@ class Exchange:
         self.pending_bytes += len(chunk)
         replay = self.replay
         if replay is not None:
-            if self.pending_bytes <= REPLAY_LIMIT and self.body_received <= REPLAY_LIMIT:
+            if self.body_received <= self.replay_limit:
                 replay.append(chunk)
             else:
                 self.replay = None
@@ -195,7 +213,33 @@ class Exchange:
             return
         service = self.service
         assert service is not None
-        endpoint = service.balancer.pick(self.request, self.tried)
+        if service.max_requests and service.active_requests >= service.max_requests:
+            self.fail(
+                503,
+                f"service '{service.name}' is at its limit of {service.max_requests} "
+                "requests in flight",
+                responses.OVERFLOW_REQUESTS,
+            )
+            return
+        service.active_requests += 1
+        self.counted = True
+        if service.request_timeout:
+            self.request_deadline = self.deadline = (
+                self.client.sweeper.now + service.request_timeout
+            )
+            self.client.sweeper.add(self)
+        self._try()
+
+    def _try(self) -> None:
+        """Pick an instance and get a connection to it."""
+        self.retry_handle = None
+        if self.finished:
+            return
+        service = self.service
+        assert service is not None
+        endpoint = service.pick(self.request, self.tried)
+        if endpoint is None and self.attempt:
+            endpoint = service.pick(self.request, ())  # a retry may return to a tried instance
         if endpoint is None:
             self.fail(
                 503,
@@ -205,12 +249,45 @@ class Exchange:
             return
         self.endpoint = endpoint
         endpoint.active += 1
-        pool = service.pools[endpoint.index]
-        upstream = pool.acquire()
+        if not self._acquire():
+            if service.max_pending and len(service.waiting) < service.max_pending:
+                self.waiting = True
+                service.waiting.append(self)
+                wait_end = self.client.sweeper.now + service.connect_timeout
+                self.deadline = min(wait_end, self.request_deadline or wait_end)
+                self.client.sweeper.add(self)
+            else:
+                self.fail(
+                    503,
+                    f"service '{service.name}' is at its limit of "
+                    f"{service.max_connections} connections",
+                    responses.OVERFLOW_CONNECTIONS,
+                )
+
+    def _acquire(self) -> bool:
+        """Bind an idle connection or start opening one; False when the breaker allows neither."""
+        service = self.service
+        endpoint = self.endpoint
+        assert service is not None and endpoint is not None
+        upstream = service.pools[endpoint.index].acquire()
         if upstream is not None:
             self._bind(upstream)
-        else:
-            self.connect_task = self.client.loop.create_task(self._connect(endpoint))
+            return True
+        if not service.may_open_connection():
+            return False
+        service.open_connections += 1  # counted from the start of the connect
+        self.connect_task = self.client.loop.create_task(self._connect(endpoint))
+        return True
+
+    def resume_from_wait(self) -> bool:
+        """A connection came free: try again. False (stay queued) when there is still no room."""
+        if self.finished:
+            return True
+        if not self._acquire():
+            return False
+        self.waiting = False
+        self.deadline = self.request_deadline
+        return True
 
     async def _connect(self, endpoint: Endpoint) -> None:
         service = self.service
@@ -220,10 +297,12 @@ class Exchange:
             upstream = await pool.connect(service.connect_timeout)
         except (OSError, TimeoutError) as exc:
             self.connect_task = None
+            service.connection_closed()
             if not self.finished:
                 self._connect_failed(endpoint, exc)
             return
         except asyncio.CancelledError:
+            service.connection_closed()
             return
         self.connect_task = None
         if self.finished:  # the client went away meanwhile: keep the connection for others
@@ -234,19 +313,22 @@ class Exchange:
     def _connect_failed(self, endpoint: Endpoint, exc: BaseException) -> None:
         service = self.service
         assert service is not None
+        service.failed(endpoint, "connect")
         self._leave_endpoint()
-        endpoint.mark_down(CONNECT_FAILURE_BACKOFF)
         self.tried.append(endpoint)
-        if len(self.tried) <= service.connect_retries:
-            nxt = service.balancer.pick(self.request, self.tried)
+        self.connect_failures += 1
+        if self.connect_failures <= service.connect_retries:
+            nxt = service.pick(self.request, self.tried)
             if nxt is not None:
                 self.endpoint = nxt
                 nxt.active += 1
-                upstream = service.pools[nxt.index].acquire()
-                if upstream is not None:
-                    self._bind(upstream)
-                else:
-                    self.connect_task = self.client.loop.create_task(self._connect(nxt))
+                if not self._acquire():
+                    self.fail(
+                        503,
+                        f"service '{service.name}' is at its limit of "
+                        f"{service.max_connections} connections",
+                        responses.OVERFLOW_CONNECTIONS,
+                    )
                 return
         if isinstance(exc, TimeoutError):
             self.fail(
@@ -277,7 +359,10 @@ class Exchange:
         client = self.client
         if client.paused:
             client.pause_reading(PAUSE_PENDING, False)
-        upstream.bind(self, b"".join(parts), service.read_timeout)
+        first_byte = service.read_timeout
+        if service.try_timeout and (not first_byte or service.try_timeout < first_byte):
+            first_byte = service.try_timeout
+        upstream.bind(self, b"".join(parts), first_byte)
         if client.write_paused:  # the client is still behind on an earlier response
             self.client_write_paused(True)
 
@@ -285,6 +370,43 @@ class Exchange:
         endpoint, self.endpoint = self.endpoint, None
         if endpoint is not None:
             endpoint.active -= 1
+
+    # -- retries ---------------------------------------------------------------------------------
+
+    def _may_retry(self) -> bool:
+        service = self.service
+        assert service is not None
+        retry = service.retry
+        return (
+            self.attempt < retry.attempts
+            and not self.started
+            and self.request_done
+            and self.replay is not None
+            and (self.idempotent or retry.non_idempotent)
+            and (self.retrying or service.retry_allowed())
+        )
+
+    def _retry(self, connection: UpstreamConnection) -> None:
+        """Abandon this try (its connection cannot be reused) and try again after a back-off."""
+        service = self.service
+        endpoint = self.endpoint
+        assert service is not None and endpoint is not None and self.replay is not None
+        self.upstream = None
+        connection.close()
+        self._leave_endpoint()
+        self.tried.append(endpoint)
+        self.attempt += 1
+        if not self.retrying:
+            self.retrying = True
+            service.active_retries += 1
+        self.out.clear()
+        self.trailers = None
+        self.pending = list(self.replay)
+        self.pending_bytes = sum(len(chunk) for chunk in self.pending)
+        retry = service.retry
+        ceiling = min(retry.backoff_max, retry.backoff_base * 2 ** (self.attempt - 1))
+        delay = service.rng.uniform(0, ceiling)  # full jitter: retries of many clients spread out
+        self.retry_handle = self.client.loop.call_later(delay, self._try)
 
     # -- response side (called by the upstream connection) ----------------------------------------
 
@@ -295,57 +417,41 @@ class Exchange:
             if not self.http10:  # HTTP/1.0 clients do not understand interim responses
                 self.out.append(b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason))
             return
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-        append = lines.append
-        framing: bytes | None = None  # b"content-length" or b"transfer-encoding" as received
-        connection: bytes | None = None
-        for name, value in headers:
-            lname = name.lower()
-            if lname in _RESPONSE_DROP:
-                if lname == b"transfer-encoding":
-                    framing = lname
-                elif lname == b"connection":
-                    connection = value if connection is None else connection + b"," + value
-                continue
-            if lname == b"content-length":
-                framing = lname
-            append(b"%s: %s\r\n" % (name, value))
-        if connection is not None:
-            named = connection_tokens([connection]) - HOP_BY_HOP
-            if named:  # fields the upstream declared hop-by-hop (RFC 9110 §7.6.1)
-                lines = [lines[0]] + [
-                    line for line in lines[1:] if line.split(b":", 1)[0].lower() not in named
-                ]
-        lines.append(b"x-request-id: %s\r\n" % self.request_id)
+        service = self.service
+        endpoint = self.endpoint
+        assert service is not None and endpoint is not None
+        if status >= 500:
+            service.failed(endpoint, "5xx")
+            upstream = self.upstream
+            if status in service.retry_statuses and upstream is not None and self._may_retry():
+                self._retry(upstream)
+                return
+        else:
+            service.outlier.success(endpoint)
+        extra = [b"x-request-id: %s\r\n" % self.request_id]
         for name, value in self.request.response_headers:
-            lines.append(b"%s: %s\r\n" % (name, value))
+            extra.append(b"%s: %s\r\n" % (name, value))
         if self.explain is not None:
-            lines.append(b"x-portway-explain: %s\r\n" % self.explain)
-        no_body = self.head_request or status in (204, 304)
-        self.response_no_body = no_body
-        if not no_body and framing != b"content-length":
-            self.until_close = framing is None
-            # Chunked or read-until-close upstream framing: re-chunk for HTTP/1.1 clients; an
-            # HTTP/1.0 client gets the raw bytes and the end of the connection marks the end.
-            if self.http10:
-                self.close_after = True
-            else:
-                self.response_chunked = True
-                lines.append(b"transfer-encoding: chunked\r\n")
-        elif framing == b"transfer-encoding" and no_body and not self.http10:
-            lines.append(b"transfer-encoding: chunked\r\n")
-        if not self.request_done or not self.keep_alive or self.client.draining:
-            self.close_after = True
-        if self.close_after:
-            lines.append(b"connection: close\r\n")
-        elif self.http10:
-            lines.append(b"connection: keep-alive\r\n")
-        lines.append(b"\r\n")
-        self.out.append(b"".join(lines))
+            extra.append(b"x-portway-explain: %s\r\n" % self.explain)
+        head, framing = response_head.build(
+            status,
+            reason,
+            headers,
+            extra,
+            head_request=self.head_request,
+            http10=self.http10,
+            close=not self.request_done or not self.keep_alive or self.client.draining,
+        )
+        self.framing = framing
+        self.close_after = framing.close
+        self.out.append(head)
         self.started = True
+        upstream = self.upstream
+        if upstream is not None and service.try_timeout:
+            upstream.deadline = self.client.sweeper.now + service.read_timeout
 
     def response_body(self, data: bytes) -> None:
-        if self.response_chunked:
+        if self.framing.chunked:
             self.out.append(b"%x\r\n%s\r\n" % (len(data), data))
         else:
             self.out.append(data)
@@ -357,12 +463,14 @@ class Exchange:
             self.trailers.append(b"%s: %s\r\n" % (name, value))
 
     def response_complete(self) -> None:
-        if self.response_chunked:
+        if self.framing.chunked:
             trailers = self.trailers
             self.out.append(b"0\r\n%s\r\n" % b"".join(trailers) if trailers else b"0\r\n\r\n")
         self.complete = True
 
     def response_flush(self, connection: UpstreamConnection) -> None:
+        if connection is not self.upstream:
+            return  # a try abandoned for a retry
         out = self.out
         if out:
             self.client.transport.write(out[0] if len(out) == 1 else b"".join(out))
@@ -377,16 +485,14 @@ class Exchange:
             else:
                 connection.close()
             self._finish(self.close_after)
-        elif self.upstream is not None:
-            connection.deadline = self.client.sweeper.now + (
-                self.service.read_timeout if self.service is not None else 0.0
-            )
+        elif self.started and self.service is not None:
+            connection.deadline = self.client.sweeper.now + self.service.read_timeout
 
     def upstream_lost(self, connection: UpstreamConnection, error: str) -> None:
         if self.finished or connection is not self.upstream:
             return
         self.upstream = None
-        if self.started and self.until_close:
+        if self.started and self.framing.until_close:
             # Read-until-close framing (RFC 9112 §6.3 rule 8): the close is the end of the body.
             self.response_complete()
             self._flush_out()
@@ -396,24 +502,31 @@ class Exchange:
             self._flush_out()
             self._abort_client()
             return
+        service = self.service
+        endpoint = self.endpoint
+        assert service is not None and endpoint is not None
         if (
             connection.reused
             and connection.bytes_received == 0
             and self.replay is not None
             and self.request_done
+            and (self.idempotent or service.retry.non_idempotent)
         ):
-            # A stale keep-alive connection: the request never reached an application. Replay it once.
+            # A stale keep-alive connection: the request never reached an application. Replay it
+            # once on a fresh connection; the instance did nothing wrong.
             self.pending = list(self.replay)
             self.pending_bytes = sum(len(c) for c in self.pending)
             self.replay = None
-            endpoint = self.endpoint
-            assert endpoint is not None
+            service.open_connections += 1
             self.connect_task = self.client.loop.create_task(self._connect(endpoint))
             return
-        service_name = self.service.name if self.service is not None else "?"
+        service.failed(endpoint, "reset")
+        if self._may_retry():
+            self._retry(connection)
+            return
         self.fail(
             502,
-            f"service '{service_name}': {error} before a complete response",
+            f"service '{service.name}': {error} before a complete response",
             responses.UPSTREAM_RESET if "closed" in error else responses.UPSTREAM_BAD_RESPONSE,
         )
 
@@ -421,18 +534,24 @@ class Exchange:
         if connection is not self.upstream:
             connection.close()
             return
-        self.upstream = None
-        connection.close()
         if self.started:
+            self.upstream = None
+            connection.close()
             self._flush_out()
             self._abort_client()
-        else:
-            service_name = self.service.name if self.service is not None else "?"
-            self.fail(
-                504,
-                f"service '{service_name}' did not answer in time",
-                responses.UPSTREAM_TIMEOUT,
-            )
+            return
+        service = self.service
+        endpoint = self.endpoint
+        assert service is not None and endpoint is not None
+        service.failed(endpoint, "timeout")
+        if self._may_retry():
+            self._retry(connection)
+            return
+        self.upstream = None
+        connection.close()
+        self.fail(
+            504, f"service '{service.name}' did not answer in time", responses.UPSTREAM_TIMEOUT
+        )
 
     def upstream_write_paused(self, paused: bool) -> None:
         self.client.pause_reading(PAUSE_UPSTREAM, paused)
@@ -447,6 +566,31 @@ class Exchange:
                 upstream.resume_reading()
                 if self.service is not None:
                     upstream.deadline = self.client.sweeper.now + self.service.read_timeout
+
+    def on_deadline(self) -> None:
+        """The sweeper: the request timeout passed, or a wait for a connection did."""
+        if self.finished:
+            return
+        service = self.service
+        assert service is not None
+        now = self.client.sweeper.now
+        if self.waiting and (not self.request_deadline or now < self.request_deadline):
+            self.fail(
+                503,
+                f"no connection to service '{service.name}' came free within "
+                f"{service.connect_timeout:g}s",
+                responses.OVERFLOW_PENDING,
+            )
+            return
+        if self.started:
+            self._flush_out()
+            self._abort_client()
+            return
+        self.fail(
+            504,
+            f"service '{service.name}': the request took longer than {service.request_timeout:g}s",
+            responses.UPSTREAM_TIMEOUT,
+        )
 
     # -- endings ---------------------------------------------------------------------------------
 
@@ -484,30 +628,46 @@ class Exchange:
         self._finish(True)
         self.client.abort()
 
+    def _release(self) -> None:
+        """Give back everything this exchange holds: counters, endpoint, connection, timers."""
+        self.finished = True
+        service = self.service
+        if service is not None:
+            if self.counted:
+                service.active_requests -= 1
+            if self.retrying:
+                service.active_retries -= 1
+            if self.waiting:
+                self.waiting = False
+                if self in service.waiting:
+                    service.waiting.remove(self)
+        if self.retry_handle is not None:
+            self.retry_handle.cancel()
+            self.retry_handle = None
+        self.client.sweeper.discard(self)
+        self._leave_endpoint()
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.close()
+
     def _finish(self, close: bool) -> None:
         if self.finished:
             return
-        self.finished = True
         client = self.client
         if client.paused & (PAUSE_PENDING | PAUSE_UPSTREAM):
             # This exchange's reasons to hold the client back end with it: a full upstream write
             # buffer reports resume_writing to nobody once the connection went back to the pool.
             client.pause_reading(PAUSE_PENDING | PAUSE_UPSTREAM, False)
-        self._leave_endpoint()
-        upstream, self.upstream = self.upstream, None
-        if upstream is not None:
-            upstream.close()
-        self.client.exchange_finished(self, close)
+        self._release()
+        client.exchange_finished(self, close)
 
     def client_lost(self) -> None:
         """The client connection closed: nothing more can be sent; free what this exchange holds."""
-        if self.finished:
-            return
-        self.finished = True
-        self._leave_endpoint()
-        upstream, self.upstream = self.upstream, None
-        if upstream is not None:
-            upstream.close()
+        if not self.finished:
+            self._release()
+
+
+_NO_FRAMING = response_head.Framing()
 
 
 def _describe(exc: BaseException) -> str:

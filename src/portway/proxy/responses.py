@@ -12,6 +12,10 @@ UPSTREAM_RESET = b"upstream_reset"
 UPSTREAM_TIMEOUT = b"upstream_timeout"
 UPSTREAM_BAD_RESPONSE = b"upstream_bad_response"
 BAD_REQUEST = b"bad_request"
+# The circuit breaker's overflows: the service is at a configured limit.
+OVERFLOW_REQUESTS = b"overflow_max_requests"
+OVERFLOW_CONNECTIONS = b"overflow_max_connections"
+OVERFLOW_PENDING = b"overflow_pending_timeout"
 
 
 def reason_phrase(status: int) -> bytes:

@@ -119,16 +119,20 @@ class UpstreamConnection(asyncio.Protocol):
     def on_status(self, status: bytes) -> None:
         self.reason += status
 
+    # An exchange may abandon this connection mid-parse (a retryable status): from then on the
+    # callbacks of the same feed_data find no exchange and drop what they see.
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.head_done:
-            assert self.exchange is not None
-            self.exchange.response_trailer(name, value)
+            if self.exchange is not None:
+                self.exchange.response_trailer(name, value)
         else:
             self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         exchange = self.exchange
-        assert exchange is not None
+        if exchange is None:
+            return
         parser = self.parser
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
@@ -139,14 +143,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_done = True
         self.keep_alive = parser.should_keep_alive()
         exchange.response_head(status, self.reason, self.headers, False)
+        if self.exchange is None:  # abandoned for a retry
+            return
         if exchange.head_request:
             # llhttp cannot know the request was HEAD: the response ends at its head.
             self.parser = httptools.HttpResponseParser(self)
             self.on_message_complete()
 
     def on_body(self, body: bytes) -> None:
-        assert self.exchange is not None
-        self.exchange.response_body(body)
+        if self.exchange is not None:
+            self.exchange.response_body(body)
 
     def on_message_complete(self) -> None:
         if not self.head_done:  # the end of an interim response
@@ -156,8 +162,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.complete = True
         # llhttp forgets keep-alive once feed_data returns; read it while the message is current.
         self.keep_alive = self.keep_alive and self.parser.should_keep_alive()
-        assert self.exchange is not None
-        self.exchange.response_complete()
+        if self.exchange is not None:
+            self.exchange.response_complete()
 
     # -- transport callbacks ---------------------------------------------------------------------
 

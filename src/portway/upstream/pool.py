@@ -9,9 +9,26 @@ closes connections as they come back instead of keeping them.
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from portway.deadlines import Sweeper
 from portway.upstream.connection import UpstreamConnection
+
+
+class PoolOwner(Protocol):
+    """Told when a connection closes or comes back to the pool (the service's counters: it counts a
+    connection as open from the moment it starts connecting, which only it knows)."""
+
+    def connection_closed(self) -> None: ...
+    def connection_released(self) -> None: ...
+
+
+class _NoOwner:
+    def connection_closed(self) -> None:
+        pass
+
+    def connection_released(self) -> None:
+        pass
 
 
 class Pool:
@@ -22,6 +39,7 @@ class Pool:
         "idle_timeout",
         "loop",
         "max_idle",
+        "owner",
         "port",
         "retired",
         "sweeper",
@@ -35,6 +53,7 @@ class Pool:
         port: int,
         max_idle: int,
         idle_timeout: float,
+        owner: PoolOwner | None = None,
     ) -> None:
         self.loop = loop
         self.sweeper = sweeper
@@ -45,6 +64,7 @@ class Pool:
         self.idle: list[UpstreamConnection] = []
         self.retired = False
         self.connections_opened = 0
+        self.owner: PoolOwner = owner if owner is not None else _NoOwner()
 
     def acquire(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -66,11 +86,13 @@ class Pool:
         connection.resume_reading()
         connection.deadline = self.sweeper.now + self.idle_timeout
         self.idle.append(connection)
+        self.owner.connection_released()
 
     def forget(self, connection: UpstreamConnection) -> None:
         """A connection closed; drop it from the idle list if it was there."""
         if connection.exchange is None and connection in self.idle:
             self.idle.remove(connection)
+        self.owner.connection_closed()
 
     async def connect(self, timeout: float) -> UpstreamConnection:
         """A new connection; raises OSError (refused, unreachable) or TimeoutError."""
