@@ -15,6 +15,7 @@ from portway.config.model import Config
 from portway.config.types import parse_host_port
 from portway.dataplane import Snapshot, assemble, retire_replaced
 from portway.deadlines import Sweeper, sweep_interval
+from portway.health.worker import HealthSource, WorkerHealth
 from portway.server.context import WorkerContext
 from portway.server.http1 import ClientConnection
 
@@ -42,7 +43,11 @@ def bind_listener(address: str, *, reuse_port: bool) -> socket.socket:
 class Gateway:
     """Serves one config on its listeners inside one event loop (one worker)."""
 
-    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, config: Config, loop: asyncio.AbstractEventLoop, health: HealthSource = "local"
+    ) -> None:
+        """``health``: ``"local"`` runs the health checks in this process, a ``Board`` follows the
+        supervisor's prober (workers of ``portway run``), ``"off"`` runs none."""
         self.loop = loop
         self.config = config
         self.sweeper = Sweeper(loop)
@@ -52,6 +57,7 @@ class Gateway:
         self.sweeper.hooks.append(self._refresh_services)
         self.servers: list[asyncio.Server] = []
         self.addresses: list[tuple[str, int]] = []
+        self.health = WorkerHealth(health, config, loop, lambda: self.ctx.snapshot.services)
 
     def _refresh_services(self, now: float) -> None:
         for service in self.ctx.snapshot.services.values():
@@ -76,6 +82,7 @@ class Gateway:
             self.servers.append(server)
             self.addresses.append((host, port))
         self.sweeper.start()
+        self.health.start()
         return self.addresses
 
     def reload(self, config: Config) -> Snapshot:
@@ -86,6 +93,7 @@ class Gateway:
         snapshot = assemble(config, previous, self.loop, self.sweeper)
         self.ctx.snapshot = snapshot
         retire_replaced(previous, snapshot)
+        self.health.reload(config)
         self.sweeper.interval = sweep_interval(self.ctx.smallest_timeout)
         log.info("config generation %d is live", snapshot.generation)
         return snapshot
@@ -96,6 +104,7 @@ class Gateway:
         ctx.draining = True
         for server in self.servers:
             server.close()
+        await self.health.close()
         for connection in list(ctx.connections):
             if isinstance(connection, ClientConnection) and connection.idle:
                 connection.close()

@@ -6,6 +6,11 @@ kernel spreads new connections across workers with no accept lock and no shared 
 supervisor does not serve traffic: it restarts a worker that dies (with back-off against crash
 loops), forwards SIGHUP (reload) after validating the config itself, and on SIGTERM/SIGINT asks
 every worker to drain and exits 0 once they have.
+
+Active health checks run in one more child, the prober, forked when a service has a
+``health_check``: it checks each instance once and writes the results to a ``Board`` (shared memory
+the supervisor maps before forking), which every worker reads. N workers thus cost one check per
+instance and interval, not N, and all workers agree on which instances are up.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from portway.config.model import Config
 from portway.config.types import format_host_port, parse_host_port
 from portway.errors import ConfigError
 from portway.gateway import Gateway, bind_listener, new_event_loop
+from portway.health import Board, BoardSink, Prober
 
 log = logging.getLogger("portway.workers")
 
@@ -52,12 +58,20 @@ def reserve(address: str) -> socket.socket:
 
 
 def run_worker(
-    config: Config, addresses: list[str], reload: ConfigLoader | None, ready_fd: int
+    config: Config,
+    addresses: list[str],
+    reload: ConfigLoader | None,
+    ready_fd: int,
+    board: Board | None = None,
 ) -> int:
-    """A worker process's whole life: serve until SIGTERM/SIGINT, then drain. Returns the exit code."""
+    """A worker process's whole life: serve until SIGTERM/SIGINT, then drain. Returns the exit code.
+
+    With a ``board`` the worker follows the prober process's health checks instead of running its
+    own; without one it runs them itself.
+    """
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    gateway = Gateway(config, loop)
+    gateway = Gateway(config, loop, health=board if board is not None else "local")
     sockets = [bind_listener(a, reuse_port=True) for a in addresses]
     loop.run_until_complete(gateway.start(sockets))
     os.write(ready_fd, b"R")
@@ -87,13 +101,51 @@ def run_worker(
     return 0
 
 
+def run_prober(config: Config, reload: ConfigLoader | None, ready_fd: int, board: Board) -> int:
+    """The prober process's whole life: check instances and write the board until SIGTERM/SIGINT."""
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    prober = Prober(config, BoardSink(board), loop)
+    prober.start()
+    os.write(ready_fd, b"R")
+    os.close(ready_fd)
+    stopping = asyncio.Event()
+
+    def on_reload() -> None:
+        if reload is None:
+            return
+        try:
+            prober.reload(reload())
+        except ConfigError as exc:
+            log.error(
+                "health prober: reload refused, the current config keeps being checked:\n%s", exc
+            )
+
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    loop.run_until_complete(stopping.wait())
+    loop.run_until_complete(prober.close())
+    loop.close()
+    return 0
+
+
+def needs_prober(config: Config) -> bool:
+    return any(service.health_check is not None for service in config.services.values())
+
+
 @dataclass
 class _Slot:
     index: int
+    prober: bool = False  # the health prober rather than a worker
     pid: int = 0
     started: float = 0.0
     failures: int = 0
     restart_at: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return "health prober" if self.prober else f"worker {self.index}"
 
 
 @dataclass
@@ -104,6 +156,7 @@ class Supervisor:
     slots: list[_Slot] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
     reserved: list[socket.socket] = field(default_factory=list)
+    board: Board | None = None
 
     def run(self) -> int:
         reserved = self.reserved = [reserve(lc.address) for lc in self.config.listeners]
@@ -112,7 +165,11 @@ class Supervisor:
                 host, port = sock.getsockname()[:2]
                 self.addresses.append(format_host_port(host, port))
             signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+            # Mapped before any fork: the prober and every worker inherit the same pages.
+            self.board = Board()
             self.slots = [_Slot(i) for i in range(self.workers)]
+            if needs_prober(self.config):
+                self.slots.append(_Slot(self.workers, prober=True))
             ready = [self._spawn(slot) for slot in self.slots]
             if not self._wait_ready(ready):
                 self._stop_all(timeout=5.0)
@@ -133,7 +190,7 @@ class Supervisor:
     def _spawn(self, slot: _Slot) -> int:
         read_fd, write_fd = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the worker
+        if pid == 0:  # the child: a worker or the prober
             os.close(read_fd)
             for sock in self.reserved:
                 sock.close()
@@ -142,9 +199,15 @@ class Supervisor:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 for sig in _SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
-                code = run_worker(self.config, self.addresses, self.reload, write_fd)
+                assert self.board is not None
+                if slot.prober:
+                    code = run_prober(self.config, self.reload, write_fd, self.board)
+                else:
+                    code = run_worker(
+                        self.config, self.addresses, self.reload, write_fd, self.board
+                    )
             except BaseException:
-                log.exception("worker %d failed", slot.index)
+                log.exception("%s failed", slot.label)
             finally:
                 logging.shutdown()
                 sys.stdout.flush()
@@ -209,8 +272,8 @@ class Supervisor:
                     slot.pid = 0
                     slot.restart_at = time.monotonic() + delay
                     log.error(
-                        "worker %d (pid %d) exited (%s) after %.1fs; restarting in %.1fs",
-                        slot.index,
+                        "%s (pid %d) exited (%s) after %.1fs; restarting in %.1fs",
+                        slot.label,
                         pid,
                         _describe_status(status),
                         lived,
@@ -223,7 +286,7 @@ class Supervisor:
             if slot.pid == 0 and slot.restart_at <= now:
                 fd = self._spawn(slot)
                 if self._wait_ready([fd]):
-                    log.info("worker %d restarted as pid %d", slot.index, slot.pid)
+                    log.info("%s restarted as pid %d", slot.label, slot.pid)
 
     def _reload(self) -> None:
         if self.reload is None:
@@ -238,6 +301,12 @@ class Supervisor:
         for slot in self.slots:
             if slot.pid:
                 os.kill(slot.pid, signal.SIGHUP)
+        if needs_prober(self.config) and not any(s.prober for s in self.slots):
+            # The first health check came with this config: the prober starts with it.
+            slot = _Slot(len(self.slots), prober=True)
+            self.slots.append(slot)
+            if self._wait_ready([self._spawn(slot)]):
+                log.info("health prober started as pid %d", slot.pid)
 
     def _stop_all(self, timeout: float) -> None:
         for slot in self.slots:
@@ -257,7 +326,7 @@ class Supervisor:
                     slot.pid = 0
         for slot in self.slots:
             if slot.pid:
-                log.warning("worker %d did not stop in time; killing it", slot.index)
+                log.warning("%s did not stop in time; killing it", slot.label)
                 _kill(slot.pid, signal.SIGKILL)
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(slot.pid, 0)

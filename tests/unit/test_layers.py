@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("config",),  # the declared config: model, loader, reference
     ("routing", "balancing"),  # generic over their targets; siblings, never importing each other
     ("deadlines",),  # the per-worker Sweeper: runtime machinery for connections, imports nothing
+    ("health",),  # active health checks: probes, the shared board, the prober; set Endpoint.healthy
     ("upstream",),  # pools and connections to instances, forwarding headers
     ("proxy",),  # Service and Exchange: pick, connect, relay
     ("dataplane",),  # Config -> Snapshot
@@ -245,6 +246,8 @@ EXPLICIT_RULES: list[tuple[str, frozenset[str]]] = [
     ),
     ("routing", frozenset(RANK) - {"routing", "config", "messages", "errors"}),
     ("balancing", frozenset(RANK) - {"balancing", "config", "messages", "errors"}),
+    # Health checks see services only through the HasEndpoints protocol, never the data plane.
+    ("health", frozenset({"upstream", "proxy", "dataplane", "server", "gateway", "supervisor"})),
     ("errors", frozenset(RANK) - {"errors"}),
     ("messages", frozenset(RANK) - {"messages", "errors"}),
 ]

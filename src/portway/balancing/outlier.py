@@ -170,6 +170,8 @@ class OutlierDetector:
         if not self.config.enabled:
             return
         index = self._index_of(endpoint)
+        if not self._windows and not self._fivexx[index] and not self._connect[index]:
+            return  # the common case, once per response: nothing to reset, no clock read
         now = self._clock()
         if self._ejected_until[index] > now:
             return

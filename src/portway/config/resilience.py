@@ -90,12 +90,19 @@ class FailureRateConfig(_Model):
     """Eject an instance whose share of failed requests in a window is too high."""
 
     threshold: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.5, description="Failed share (5xx, resets, connect failures) that ejects."
+        0.5, description="Failed share (5xx, resets, timeouts, connect failures) that ejects."
     )
     minimum_requests: Annotated[int, Field(ge=1)] = Field(
         20, description="Requests in the window before the rate counts."
     )
     window: Duration = Field(10.0, description="Length of the window.")
+
+    @field_validator("window")
+    @classmethod
+    def _positive_window(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("the window must be longer than 0")
+        return value
 
 
 class OutlierDetectionConfig(_Model):

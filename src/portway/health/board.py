@@ -79,7 +79,9 @@ class Board:
             if 0 <= slot < used:
                 slots[slot] = state
         self._map[HEADER_SIZE : HEADER_SIZE + len(slots)] = bytes(slots)
-        _HEADER.pack_into(self._map, 0, _MAGIC, self.capacity, sequence | 1, layout.fingerprint, used)
+        _HEADER.pack_into(
+            self._map, 0, _MAGIC, self.capacity, sequence | 1, layout.fingerprint, used
+        )
         self._set_sequence((sequence | 1) + 1)
         return layout.size - used
 

@@ -75,7 +75,10 @@ class Layout:
     def from_config(cls, config: Config) -> Layout:
         # InstanceConfig.address is already normalized as Endpoint.address is (format_host_port).
         return cls.of(
-            {name: [i.address for i in service.instances] for name, service in config.services.items()}
+            {
+                name: [i.address for i in service.instances]
+                for name, service in config.services.items()
+            }
         )
 
     @classmethod

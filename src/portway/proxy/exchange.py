@@ -61,6 +61,7 @@ class Exchange:
         "headers_rest",
         "http10",
         "idempotent",
+        "in_sweeper",
         "keep_alive",
         "local",
         "max_body",
@@ -132,6 +133,7 @@ class Exchange:
         self.retrying = False  # in the service's retries in flight
         self.waiting = False  # queued for a connection (circuit breaker)
         self.deadline = 0.0  # sweeper deadline: request timeout, or the end of a wait
+        self.in_sweeper = False
         self.request_deadline = 0.0
         self.started = False  # response head written to the client
         self.complete = False  # response fully written to the client
@@ -227,6 +229,7 @@ class Exchange:
             self.request_deadline = self.deadline = (
                 self.client.sweeper.now + service.request_timeout
             )
+            self.in_sweeper = True
             self.client.sweeper.add(self)
         self._try()
 
@@ -255,6 +258,7 @@ class Exchange:
                 service.waiting.append(self)
                 wait_end = self.client.sweeper.now + service.connect_timeout
                 self.deadline = min(wait_end, self.request_deadline or wait_end)
+                self.in_sweeper = True
                 self.client.sweeper.add(self)
             else:
                 self.fail(
@@ -644,7 +648,8 @@ class Exchange:
         if self.retry_handle is not None:
             self.retry_handle.cancel()
             self.retry_handle = None
-        self.client.sweeper.discard(self)
+        if self.in_sweeper:
+            self.client.sweeper.discard(self)
         self._leave_endpoint()
         upstream, self.upstream = self.upstream, None
         if upstream is not None:

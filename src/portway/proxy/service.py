@@ -106,6 +106,8 @@ class Service:
     def pick(self, request: Request, exclude: Collection[Endpoint]) -> Endpoint | None:
         """An instance for ``request``: the balancer's choice, thinned during slow start; in panic
         (too few instances available) any instance not excluded, health ignored."""
+        if not self.panic and not self.slow_start:
+            return self.balancer.pick(request, exclude)
         if self.panic:
             candidates = (
                 [e for e in self.endpoints if e not in exclude] if exclude else self.endpoints
