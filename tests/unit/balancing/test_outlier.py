@@ -426,7 +426,11 @@ def test_bad_slow_start_is_rejected(slow_start: float) -> None:
 
 
 def test_a_zero_failure_rate_window_is_rejected() -> None:
-    config = OutlierDetectionConfig(failure_rate=FailureRateConfig(window=0.0))
+    # The config model refuses it already; the detector still guards against a constructed one.
+    with pytest.raises(ValueError, match="longer than 0"):
+        FailureRateConfig(window=0.0)
+    window = FailureRateConfig.model_construct(threshold=0.5, minimum_requests=20, window=0.0)
+    config = OutlierDetectionConfig(failure_rate=window)
     with pytest.raises(ValueError, match=r"failure_rate\.window must be greater than 0"):
         OutlierDetector(config, make_endpoints(1))
 
