@@ -107,6 +107,7 @@ def run_prober(config: Config, reload: ConfigLoader | None, ready_fd: int, board
     asyncio.set_event_loop(loop)
     prober = Prober(config, BoardSink(board), loop)
     prober.start()
+    log.info("health prober (pid %d) checks %d instances", os.getpid(), len(prober.targets))
     os.write(ready_fd, b"R")
     os.close(ready_fd)
     stopping = asyncio.Event()

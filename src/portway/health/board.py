@@ -99,7 +99,7 @@ class Board:
         A prober that restarts picks up where its predecessor left off: an unhealthy instance does
         not become healthy just because the process checking it was replaced.
         """
-        read = self._read()
+        read = self.read()
         if read is None or read[0] != layout.fingerprint:
             return {}
         return {
@@ -114,7 +114,7 @@ class Board:
 
     # -- readers (the workers) --------------------------------------------------------------------
 
-    def _read(self) -> tuple[bytes, bytes, int] | None:
+    def read(self) -> tuple[bytes, bytes, int] | None:
         """(fingerprint, slots, sequence) as one consistent copy; None while a layout is written."""
         for _ in range(_READ_ATTEMPTS):
             before = self.sequence
@@ -153,7 +153,7 @@ class BoardReader:
         same_services = services is self._services
         if same_services and self.board.sequence == self._sequence:
             return []
-        read = self.board._read()
+        read = self.board.read()
         if read is None:
             return []  # a layout is being written; the next call sees it
         fingerprint, slots, sequence = read
