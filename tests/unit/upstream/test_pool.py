@@ -37,6 +37,7 @@ def test_release_resumes_reading_and_acquire_is_lifo() -> None:
             assert first.reused and second.reused
             first.close()
             second.close()
+            await asyncio.sleep(0.05)  # let both ends see the closes before the backend stops
 
         run(scenario)
 
@@ -56,6 +57,7 @@ def test_release_beyond_max_idle_and_after_retire_closes() -> None:
             assert c.closed
             assert pool.acquire() is None
             assert pool.connections_opened == 3
+            await asyncio.sleep(0.05)  # let both ends see the closes before the backend stops
 
         run(scenario)
 
