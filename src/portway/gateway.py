@@ -62,6 +62,8 @@ class Gateway:
     def _refresh_services(self, now: float) -> None:
         for service in self.ctx.snapshot.services.values():
             service.refresh()
+        if self.ctx.access_log is not None:
+            self.ctx.access_log.flush()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -118,6 +120,8 @@ class Gateway:
         for service in ctx.snapshot.services.values():
             service.retire()
         self.sweeper.stop()
+        if ctx.access_log is not None:
+            ctx.access_log.close()
         for server in self.servers:
             await server.wait_closed()
         return finished

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from portway.config.observability import AccessLogConfig, AdminConfig
 from portway.config.resilience import (
     CircuitBreakerConfig,
     HealthCheckConfig,
@@ -45,7 +46,8 @@ class LimitsConfig(Model):
     """Request limits; exceeding one answers the status named beside it."""
 
     max_request_line: Size = Field(
-        8192, description="Longest request-target (the URL in the request line); longer answers 414."
+        8192,
+        description="Longest request-target (the URL in the request line); longer answers 414.",
     )
     max_header_bytes: Size = Field(
         32768, description="All header lines together; more answers 431."
@@ -95,6 +97,7 @@ class ServerConfig(Model):
     )
     # RFC 3986 keeps "//" meaningful, so merging is opt-in.
     merge_slashes: bool = Field(False, description="Merge repeated slashes in request paths.")
+    access_log: AccessLogConfig = Field(AccessLogConfig(), description="One line per request.")
 
 
 # -------------------------------------------------------------------------------------- services
@@ -377,3 +380,4 @@ class Config(Model):
     routes: list[RouteConfig] = Field(
         [], description="Request matching rules, each sending to one service."
     )
+    admin: AdminConfig = Field(AdminConfig(), description="The admin listener.")

@@ -40,10 +40,14 @@ def parse_status_ranges(values: list[str | int]) -> tuple[tuple[int, int], ...]:
 class HealthCheckConfig(_Model):
     """Active health checks: one prober per gateway probes every instance of the service."""
 
-    type: Literal["http", "tcp"] = Field("http", description="`http` request or bare `tcp` connect.")
+    type: Literal["http", "tcp"] = Field(
+        "http", description="`http` request or bare `tcp` connect."
+    )
     path: str = Field("/healthz", description="Path of the HTTP check.")
     method: Literal["GET", "HEAD"] = Field("GET", description="Method of the HTTP check.")
-    host: str | None = Field(None, description="Host header of the check; none: the instance address.")
+    host: str | None = Field(
+        None, description="Host header of the check; none: the instance address."
+    )
     expected_statuses: list[str | int] = Field(
         ["200-399"], description="Statuses or ranges that count as healthy."
     )
@@ -52,7 +56,9 @@ class HealthCheckConfig(_Model):
     )
     interval: Duration = Field(5.0, description="Time between checks of one instance.")
     timeout: Duration = Field(2.0, description="A check not answered in time fails.")
-    jitter: Duration = Field(0.5, description="Random extra delay added to each interval, up to this.")
+    jitter: Duration = Field(
+        0.5, description="Random extra delay added to each interval, up to this."
+    )
     healthy_threshold: Annotated[int, Field(ge=1)] = Field(
         2, description="Consecutive successes that mark an unhealthy instance healthy."
     )

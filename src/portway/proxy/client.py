@@ -6,6 +6,8 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 from portway.deadlines import Sweeper
+from portway.observability.access_log import AccessLog
+from portway.observability.stats import WorkerStats
 
 if TYPE_CHECKING:
     from portway.proxy.exchange import Exchange
@@ -17,6 +19,8 @@ class ClientSide(Protocol):
     sweeper: Sweeper  # its ``now`` is the clock deadlines are set from
     paused: int  # reasons reading from the client is paused, a bit each
     write_paused: bool  # the client's transport buffer is full (asyncio pause_writing)
+    stats: WorkerStats
+    access_log: AccessLog | None
 
     @property
     def draining(self) -> bool: ...

@@ -22,10 +22,12 @@ service's outlier detector.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from portway.balancing import Endpoint
 from portway.messages import Request
+from portway.observability.access_log import Entry
 from portway.proxy import response_head, responses
 from portway.proxy.service import Service
 from portway.upstream.connection import UpstreamConnection
@@ -46,6 +48,8 @@ class Exchange:
         "attempt",
         "authority",
         "body_received",
+        "bytes_out",
+        "cause",
         "client",
         "close_after",
         "complete",
@@ -81,6 +85,11 @@ class Exchange:
         "route_name",
         "service",
         "started",
+        "status",
+        "t_connect",
+        "t_first_byte",
+        "t_sent",
+        "t_start",
         "target",
         "trailers",
         "tried",
@@ -99,6 +108,11 @@ class Exchange:
         http10: bool,
         max_body: int,
     ) -> None:
+        self.t_start = _monotonic()
+        self.t_sent = self.t_first_byte = self.t_connect = 0.0
+        self.status = 0
+        self.cause: bytes | None = None
+        self.bytes_out = 0
         self.client = client
         self.request = request
         self.request_id = request_id
@@ -160,9 +174,11 @@ class Exchange:
         self.headers_rest = headers_rest
         self.replay_limit = service.retry.buffer_limit
 
-    def answer_locally(self, response: bytes, close: bool) -> None:
+    def answer_locally(self, response: bytes, close: bool, *, status: int, cause: bytes) -> None:
         self.local = response
         self.close_after = close
+        self.status = status
+        self.cause = cause
 
     # -- request side ----------------------------------------------------------------------------
 
@@ -297,6 +313,7 @@ class Exchange:
         service = self.service
         assert service is not None
         pool = service.pools[endpoint.index]
+        began = _monotonic()
         try:
             upstream = await pool.connect(service.connect_timeout)
         except (OSError, TimeoutError) as exc:
@@ -309,6 +326,7 @@ class Exchange:
             service.connection_closed()
             return
         self.connect_task = None
+        self.t_connect = _monotonic() - began
         if self.finished:  # the client went away meanwhile: keep the connection for others
             pool.release(upstream)
             return
@@ -366,6 +384,8 @@ class Exchange:
         first_byte = service.read_timeout
         if service.try_timeout and (not first_byte or service.try_timeout < first_byte):
             first_byte = service.try_timeout
+        if not self.t_sent:
+            self.t_sent = _monotonic()
         upstream.bind(self, b"".join(parts), first_byte)
         if client.write_paused:  # the client is still behind on an earlier response
             self.client_write_paused(True)
@@ -403,6 +423,7 @@ class Exchange:
         if not self.retrying:
             self.retrying = True
             service.active_retries += 1
+        self.client.stats.retried(service.name)
         self.out.clear()
         self.trailers = None
         self.pending = list(self.replay)
@@ -432,6 +453,8 @@ class Exchange:
                 return
         else:
             service.outlier.success(endpoint)
+        self.status = status
+        self.t_first_byte = _monotonic()
         extra = [b"x-request-id: %s\r\n" % self.request_id]
         for name, value in self.request.response_headers:
             extra.append(b"%s: %s\r\n" % (name, value))
@@ -477,7 +500,9 @@ class Exchange:
             return  # a try abandoned for a retry
         out = self.out
         if out:
-            self.client.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.bytes_out += len(data)
+            self.client.transport.write(data)
             out.clear()
         if self.complete and not self.finished:
             service = self.service
@@ -606,6 +631,8 @@ class Exchange:
             self._abort_client()
             return
         close = not self.request_done or not self.keep_alive or self.client.draining
+        self.status = status
+        self.cause = cause
         self._write_local(
             responses.local_response(
                 status,
@@ -620,21 +647,77 @@ class Exchange:
 
     def _write_local(self, response: bytes, close: bool) -> None:
         self.started = self.complete = True
+        self.bytes_out += len(response)
         self.client.transport.write(response)
         self._finish(close or not self.request_done)
 
     def _flush_out(self) -> None:
         if self.out:
-            self.client.transport.write(b"".join(self.out))
+            data = b"".join(self.out)
+            self.bytes_out += len(data)
+            self.client.transport.write(data)
             self.out.clear()
 
     def _abort_client(self) -> None:
         self._finish(True)
         self.client.abort()
 
+    def _account(self) -> None:
+        """Count this exchange in the worker's statistics and access log (once, at its end)."""
+        client = self.client
+        now = _monotonic()
+        service = self.service
+        route = self.route_name
+        service_name = service.name if service is not None else ""
+        status = self.status or 499  # the client went away before any answer (nginx's 499)
+        t_sent = self.t_sent
+        upstream_seconds = (self.t_first_byte or now) - t_sent if t_sent else -1.0
+        request = self.request
+        cause = self.cause
+        client.stats.record(
+            route,
+            service_name,
+            request.method,
+            status,
+            now - self.t_start,
+            upstream_seconds,
+            self.body_received,
+            self.bytes_out,
+            cause,
+        )
+        if cause is not None and service is not None:
+            limit = _OVERFLOWS.get(cause)
+            if limit is not None:
+                client.stats.overflowed(service_name, limit)
+        access_log = client.access_log
+        if access_log is not None:
+            endpoint = self.tried[-1] if self.endpoint is None and self.tried else self.endpoint
+            access_log.add(
+                Entry(
+                    self.t_start,
+                    now,
+                    t_sent,
+                    self.t_first_byte,
+                    self.t_connect,
+                    request,
+                    "1.0" if self.http10 else "1.1",
+                    status,
+                    self.body_received,
+                    self.bytes_out,
+                    route,
+                    service_name,
+                    endpoint.address if endpoint is not None else "",
+                    self.attempt,
+                    cause.decode("ascii") if cause is not None else "",
+                    request.client_ip,
+                    request.request_id,
+                )
+            )
+
     def _release(self) -> None:
         """Give back everything this exchange holds: counters, endpoint, connection, timers."""
         self.finished = True
+        self._account()
         service = self.service
         if service is not None:
             if self.counted:
@@ -673,6 +756,12 @@ class Exchange:
 
 
 _NO_FRAMING = response_head.Framing()
+_monotonic = time.monotonic
+_OVERFLOWS = {
+    responses.OVERFLOW_REQUESTS: "max_requests",
+    responses.OVERFLOW_CONNECTIONS: "max_connections",
+    responses.OVERFLOW_PENDING: "max_pending",
+}
 
 
 def _describe(exc: BaseException) -> str:

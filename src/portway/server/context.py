@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from portway.config.model import ServerConfig
 from portway.dataplane import Snapshot
 from portway.deadlines import Sweeper
+from portway.observability.access_log import AccessLog
+from portway.observability.stats import WorkerStats
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -55,6 +57,8 @@ class WorkerContext:
         self.merge_slashes = server.merge_slashes
         self.connections: set[asyncio.Protocol] = set()
         self.draining = False
+        self.stats = WorkerStats()
+        self.access_log = AccessLog(server.access_log) if server.access_log.enabled else None
 
     @property
     def smallest_timeout(self) -> float:

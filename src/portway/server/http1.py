@@ -12,6 +12,7 @@ After a protocol error no further byte is parsed: the connection answers and clo
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 import httptools
@@ -25,6 +26,7 @@ from portway.errors import (
     UriTooLong,
 )
 from portway.messages import Request
+from portway.observability.access_log import Entry
 from portway.proxy import responses
 from portway.proxy.exchange import Exchange
 from portway.routing import TraceStep, normalize_path
@@ -54,6 +56,7 @@ _HEAD_SLACK = 1024
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
+        "access_log",
         "broken",
         "client_ip",
         "closed",
@@ -73,6 +76,7 @@ class ClientConnection(asyncio.Protocol):
         "port",
         "proto",
         "queue",
+        "stats",
         "sweeper",
         "trailers",
         "transport",
@@ -84,6 +88,8 @@ class ClientConnection(asyncio.Protocol):
         self.ctx = ctx
         self.loop = ctx.loop
         self.sweeper = ctx.sweeper
+        self.stats = ctx.stats
+        self.access_log = ctx.access_log
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self.port = port
         self.proto = proto
@@ -118,6 +124,7 @@ class ClientConnection(asyncio.Protocol):
         self.may_explain = ip_in(ip, ctx.explain_from)
         ctx.connections.add(self)
         ctx.sweeper.add(self)
+        self.stats.connections_total += 1
         self.deadline = self.sweeper.now + ctx.header_timeout if ctx.header_timeout else 0.0
         if ctx.draining:
             self.close()
@@ -363,6 +370,8 @@ class ClientConnection(asyncio.Protocol):
                     else None,
                 ),
                 close=close,
+                status=404,
+                cause=responses.NO_ROUTE,
             )
             return exchange
         upstream_target = (path + "?" + query).encode("ascii") if query else path.encode("ascii")
@@ -415,14 +424,48 @@ class ClientConnection(asyncio.Protocol):
                 exchange.request_done = False  # forces connection: close
                 exchange.fail(error.status, error.detail, error.cause)
             else:
-                exchange.answer_locally(self._error_response(error, exchange.request_id), True)
+                exchange.answer_locally(
+                    self._error_response(error, exchange.request_id),
+                    True,
+                    status=error.status,
+                    cause=error.cause,
+                )
             return
-        response = self._error_response(error, new_request_id())
+        request_id = new_request_id()
+        response = self._error_response(error, request_id)
+        self._account_error(error, request_id, len(response))
         if self.queue:
             self.final_error = response
         else:
             self.transport.write(response)
             self.close()
+
+    def _account_error(self, error: HttpError, request_id: bytes, size: int) -> None:
+        """A request that never became an exchange still counts, and is logged."""
+        self.stats.record("", "", "", error.status, 0.0, -1.0, 0, size, error.cause)
+        if self.access_log is not None:
+            now = time.monotonic()
+            self.access_log.add(
+                Entry(
+                    now,
+                    now,
+                    0.0,
+                    0.0,
+                    0.0,
+                    None,
+                    "1.1",
+                    error.status,
+                    0,
+                    size,
+                    "",
+                    "",
+                    "",
+                    0,
+                    error.cause.decode("ascii"),
+                    self.client_ip,
+                    request_id.decode("ascii"),
+                )
+            )
 
     def _error_response(self, error: HttpError, request_id: bytes) -> bytes:
         return responses.local_response(

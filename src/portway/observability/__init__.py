@@ -1,0 +1,1 @@
+"""What Portway shows about itself: request statistics, the access log."""

@@ -1,0 +1,126 @@
+"""Per-worker request statistics: plain counters on the hot path, a JSON snapshot off it.
+
+Recording a request is a few dict and list updates keyed by bounded labels (route and service
+names from the config, a method from a fixed set, a status class), never by raw paths. Every second
+or so the worker serializes ``snapshot()`` for the admin process, which sums the workers and renders
+Prometheus metrics: aggregation happens there, not per request.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from bisect import bisect_left
+from typing import Any
+
+# Seconds. Gateway-local answers take microseconds; upstream calls milliseconds to seconds.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+STATUS_CLASSES = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+NO_ROUTE = ""  # the route and service labels of a request that matched no route
+
+
+class Histogram:
+    """Cumulative-on-export histogram: per-bucket counts (the last is +Inf), sum and count."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def export(self) -> list[Any]:
+        return [self.counts, self.total]
+
+
+class WorkerStats:
+    """Everything one worker counts. Single-threaded: only the event loop touches it."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.started = time.time()
+        self.requests: dict[tuple[str, str, str, str], int] = {}
+        self.duration: dict[tuple[str, str], Histogram] = {}
+        self.upstream_duration: dict[str, Histogram] = {}
+        self.bytes_in: dict[tuple[str, str], int] = {}
+        self.bytes_out: dict[tuple[str, str], int] = {}
+        self.retries: dict[str, int] = {}
+        self.overflows: dict[tuple[str, str], int] = {}
+        self.errors: dict[str, int] = {}  # portway-error causes of local answers
+        self.connections_total = 0
+        self.connections_open = 0
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+        self.last_reload_ok = 0.0
+
+    def record(
+        self,
+        route: str,
+        service: str,
+        method: str,
+        status: int,
+        seconds: float,
+        upstream_seconds: float,
+        bytes_in: int,
+        bytes_out: int,
+        cause: bytes | None,
+    ) -> None:
+        key = (route, service)
+        status_class = STATUS_CLASSES[status // 100] if 100 <= status < 600 else "5xx"
+        labels = (route, service, method if method in METHODS else "OTHER", status_class)
+        requests = self.requests
+        requests[labels] = requests.get(labels, 0) + 1
+        histogram = self.duration.get(key)
+        if histogram is None:
+            histogram = self.duration[key] = Histogram()
+        histogram.observe(seconds)
+        if upstream_seconds >= 0 and service:
+            upstream = self.upstream_duration.get(service)
+            if upstream is None:
+                upstream = self.upstream_duration[service] = Histogram()
+            upstream.observe(upstream_seconds)
+        self.bytes_in[key] = self.bytes_in.get(key, 0) + bytes_in
+        self.bytes_out[key] = self.bytes_out.get(key, 0) + bytes_out
+        if cause is not None:
+            name = cause.decode("ascii")
+            self.errors[name] = self.errors.get(name, 0) + 1
+
+    def retried(self, service: str) -> None:
+        self.retries[service] = self.retries.get(service, 0) + 1
+
+    def overflowed(self, service: str, limit: str) -> None:
+        key = (service, limit)
+        self.overflows[key] = self.overflows.get(key, 0) + 1
+
+    def reloaded(self, ok: bool) -> None:
+        if ok:
+            self.reloads_ok += 1
+            self.last_reload_ok = time.time()
+        else:
+            self.reloads_failed += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything, as JSON-able data (label tuples become lists)."""
+        return {
+            "pid": self.pid,
+            "started": self.started,
+            "time": time.time(),
+            "buckets": list(DURATION_BUCKETS),
+            "requests": [[*k, v] for k, v in self.requests.items()],
+            "duration": [[*k, *h.export()] for k, h in self.duration.items()],
+            "upstream_duration": [[k, *h.export()] for k, h in self.upstream_duration.items()],
+            "bytes_in": [[*k, v] for k, v in self.bytes_in.items()],
+            "bytes_out": [[*k, v] for k, v in self.bytes_out.items()],
+            "retries": [[k, v] for k, v in self.retries.items()],
+            "overflows": [[*k, v] for k, v in self.overflows.items()],
+            "errors": [[k, v] for k, v in self.errors.items()],
+            "connections_total": self.connections_total,
+            "connections_open": self.connections_open,
+            "reloads_ok": self.reloads_ok,
+            "reloads_failed": self.reloads_failed,
+            "last_reload_ok": self.last_reload_ok,
+        }

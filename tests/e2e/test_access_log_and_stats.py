@@ -1,0 +1,119 @@
+"""The access log and the per-worker statistics, fed by real traffic."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.gateway import GatewayThread
+from tests.support.backends import Backend
+from tests.support.client import KeepAliveClient, request
+
+
+def config(address: str, log_path: Path, **access_log: Any) -> dict[str, Any]:
+    return {
+        "server": {"access_log": {"path": str(log_path), **access_log}},
+        "services": {"web": {"instances": [address]}},
+        "routes": [
+            {"name": "site", "hosts": ["test.local"], "path": "/", "service": "web"},
+        ],
+    }
+
+
+def read_lines(path: Path, count: int, timeout: float = 5.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count:
+            return lines
+        time.sleep(0.05)
+    raise AssertionError(f"{count} access log lines expected, found {lines!r}")
+
+
+def test_json_access_log_has_every_field_and_no_secrets(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    with Backend() as backend, GatewayThread(config(backend.address, log)) as g:
+        ok = request(
+            g.port,
+            "GET",
+            "/users/7?api_key=SECRET123&token=abc",
+            headers={
+                "User-Agent": "tester/1.0",
+                "Referer": "https://ref.example/",
+                "Authorization": "Bearer SECRET456",
+                "Cookie": "session=SECRET789",
+            },
+        )
+        missing = request(g.port, "GET", "/nothing", host="other.example")
+        lines = read_lines(log, 2)
+    first, second = (json.loads(line) for line in lines[:2])
+    assert first["request_id"] == ok.header("x-request-id")
+    assert first["status"] == 200 and first["method"] == "GET"
+    assert first["path"] == "/users/7" and first["host"] == "test.local"
+    assert first["client_ip"] == "127.0.0.1"
+    assert first["route"] == "site" and first["service"] == "web"
+    assert first["instance"] == backend.address
+    assert first["user_agent"] == "tester/1.0" and first["referer"] == "https://ref.example/"
+    assert first["bytes_out"] > len(ok.body) and first["bytes_in"] == 0
+    assert first["connect_ms"] >= 0 and 0 <= first["first_byte_ms"] <= first["total_ms"]
+    assert first["retries"] == 0 and first["cause"] == ""
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
+    assert "SECRET" not in log.read_text()  # query strings, Authorization, cookies never logged
+    assert second["status"] == 404 and second["cause"] == "no_route" and second["route"] == ""
+    assert second["request_id"] == missing.header("x-request-id")
+
+
+def test_protocol_errors_are_logged_too(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    with Backend() as backend, GatewayThread(config(backend.address, log)) as g:
+        from tests.support.client import send_raw
+
+        send_raw(g.port, b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n")
+        (line,) = read_lines(log, 1)
+    entry = json.loads(line)
+    assert entry["status"] == 400 and entry["cause"] == "bad_request"
+    assert len(entry["request_id"]) == 32
+
+
+def test_combined_format_and_sampling_keeps_errors(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    with Backend() as backend:
+        cfg = config(backend.address, log, format="combined", sample_rate=0.0)
+        with GatewayThread(cfg) as g, KeepAliveClient(g.port) as client:
+            for _ in range(5):
+                assert client.request("GET", "/fine").status == 200
+            assert client.request("GET", "/status/503", headers={"User-Agent": 'q"t'}).status == 503
+            (line,) = read_lines(log, 1)
+            time.sleep(0.3)
+    assert len(log.read_text().splitlines()) == 1  # sampling 0 drops successes, keeps 5xx
+    assert re.fullmatch(
+        r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /status/503 HTTP/1\.1" '
+        r'503 \d+ "-" "q\\"t"',
+        line,
+    ), line
+
+
+def test_worker_stats_count_by_route_service_method_and_status(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    with Backend() as backend, GatewayThread(config(backend.address, log, enabled=False)) as g:
+        with KeepAliveClient(g.port) as client:
+            for _ in range(3):
+                client.request("GET", "/a")
+            client.request("POST", "/status/502", body=b"12345")
+        request(g.port, "GET", "/nothing", host="elsewhere.example")
+        snapshot = g.call(g.gateway.ctx.stats.snapshot)
+    requests = {tuple(row[:4]): row[4] for row in snapshot["requests"]}
+    assert requests[("site", "web", "GET", "2xx")] == 3
+    assert requests[("site", "web", "POST", "5xx")] == 1
+    assert requests[("", "", "GET", "4xx")] == 1  # no route for that host
+    durations = {tuple(row[:2]): row for row in snapshot["duration"]}
+    counts, total = durations[("site", "web")][2:]
+    assert sum(counts) == 4 and total > 0
+    assert len(counts) == len(snapshot["buckets"]) + 1
+    bytes_in = {tuple(row[:2]): row[2] for row in snapshot["bytes_in"]}
+    assert bytes_in[("site", "web")] == 5
+    assert dict((k, v) for k, v in snapshot["errors"]) == {"no_route": 1}
+    assert snapshot["connections_total"] == 2
