@@ -32,6 +32,8 @@ class Snapshot:
                 service.connect_timeout,
                 service.read_timeout,
                 service.config.pool.idle_timeout,
+                service.try_timeout,
+                service.request_timeout,
             ]
         return [t for t in timeouts if t > 0]
 

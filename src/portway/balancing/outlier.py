@@ -232,6 +232,10 @@ class OutlierDetector:
         # A longer back-off already on the endpoint (set elsewhere) is kept.
         endpoint.down_until = max(endpoint.down_until, until)
         self._back_since[index] = until
+        if self.slow_start > 0:
+            # The ramp starts the moment the ejection ends, not at the next refresh: until then
+            # ramp_fraction holds a future start at its floor.
+            endpoint.ramp_start = until
         self._reason[index] = reason
         self._fivexx[index] = 0
         self._connect[index] = 0
@@ -255,8 +259,6 @@ class OutlierDetector:
                 continue
             if until:
                 self._ejected_until[index] = 0.0
-                if self.slow_start > 0:
-                    endpoint.ramp_start = now
             if endpoint.ejections > 0:
                 steps = int((now - self._back_since[index]) // DECAY_INTERVAL)
                 if steps > 0:

@@ -75,6 +75,7 @@ class Exchange:
         "pending_bytes",
         "replay",
         "replay_limit",
+        "replayed",
         "request",
         "request_chunked",
         "request_deadline",
@@ -134,6 +135,7 @@ class Exchange:
         self.pending_bytes = 0
         self.replay: list[bytes] | None = []  # body chunks kept for a retry, while small enough
         self.replay_limit = 0
+        self.replayed = False  # the one free replay after a stale keep-alive connection is used
         self.local: bytes | None = None
         self.explain: bytes | None = None
         self.endpoint: Endpoint | None = None
@@ -539,13 +541,14 @@ class Exchange:
             and connection.bytes_received == 0
             and self.replay is not None
             and self.request_done
+            and not self.replayed
             and (self.idempotent or service.retry.non_idempotent)
         ):
             # A stale keep-alive connection: the request never reached an application. Replay it
             # once on a fresh connection; the instance did nothing wrong.
             self.pending = list(self.replay)
             self.pending_bytes = sum(len(c) for c in self.pending)
-            self.replay = None
+            self.replayed = True  # the body stays kept: a retry elsewhere may still need it
             service.open_connections += 1
             self.connect_task = self.client.loop.create_task(self._connect(endpoint))
             return

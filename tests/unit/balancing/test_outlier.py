@@ -308,9 +308,10 @@ def test_ejection_clears_the_window() -> None:
 def test_refresh_restores_after_the_ejection_and_starts_slow_start() -> None:
     outliers, (first, _), _clock = detector(slow_start=30.0)
     outliers.failure(first, "connect")
+    # The ramp is set to begin the moment the ejection ends, without waiting for a refresh.
+    assert first.ramp_start == START + 5.0
     outliers.refresh(START + 4.9)
     assert outliers.ejected_count(START + 4.9) == 1
-    assert first.ramp_start == 0.0
     outliers.refresh(START + 5.0)
     assert outliers.ejected_count(START + 5.0) == 0
     assert first.available(START + 5.0)
