@@ -3,15 +3,15 @@
 The data plane reports each try's outcome: ``success`` for a response below 500, ``failure`` with
 a kind otherwise. The kinds feed the rules differently, since each rule asks its own question:
 
-* ``"5xx"``: a response of 500 or more. Counts toward ``consecutive_5xx`` and the failure rate. It
-  also ends a run of connect failures: the instance accepted a connection.
+* ``"5xx"``, ``"reset"`` (closed before a response) and ``"timeout"`` (no response head within
+  the read or try timeout): an answer of 500 or more, or the gateway-side equivalents a client
+  would have seen as 502 and 504. Count toward ``consecutive_5xx`` and the failure rate (Envoy's
+  default, where consecutive_5xx includes locally originated errors unless they are split out),
+  so an instance that hangs or resets is ejected like one answering 503. They also end a run of
+  connect failures: the instance accepted a connection.
 * ``"connect"``: the connection was refused or not made within ``connect_timeout``. Counts toward
   ``consecutive_connect_failures`` and the failure rate; a run of 5xx is left as it is, since no
   answer arrived to extend or break it.
-* ``"reset"`` (closed before a response) and ``"timeout"`` (no response within the read or try
-  timeout): count toward the failure rate only. They end a run of connect failures (a connection
-  was made) but neither extend nor break a run of 5xx: Envoy counts them as 5xx only when they are
-  mapped to one, and Portway keeps the answer-level rule about answers.
 
 An ejection lasts ``base_ejection_time`` times the endpoint's ejection count, capped at
 ``max_ejection_time`` (Envoy: "equal to the base_ejection_time value multiplied by the number of
@@ -192,18 +192,16 @@ class OutlierDetector:
             return False
         config = self.config
         reason = ""
-        if kind == "5xx":
-            self._fivexx[index] += 1
-            self._connect[index] = 0
-            if 0 < config.consecutive_5xx <= self._fivexx[index]:
-                reason = f"{self._fivexx[index]} consecutive 5xx"
-        elif kind == "connect":
+        if kind == "connect":
             self._connect[index] += 1
             threshold = config.consecutive_connect_failures
             if 0 < threshold <= self._connect[index]:
                 reason = f"{self._connect[index]} consecutive connect failures"
         else:
+            self._fivexx[index] += 1
             self._connect[index] = 0
+            if 0 < config.consecutive_5xx <= self._fivexx[index]:
+                reason = f"{self._fivexx[index]} consecutive 5xx, resets or timeouts"
         if self._windows:
             window = self._windows[index]
             window.add(True, now)

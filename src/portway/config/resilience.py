@@ -116,7 +116,7 @@ class OutlierDetectionConfig(_Model):
 
     enabled: bool = Field(True, description="Eject instances on observed failures.")
     consecutive_5xx: Annotated[int, Field(ge=0)] = Field(
-        5, description="Consecutive 5xx answers that eject; 0: off."
+        5, description="Consecutive 5xx answers, resets or timeouts that eject; 0: off."
     )
     consecutive_connect_failures: Annotated[int, Field(ge=0)] = Field(
         1, description="Consecutive refused / timed-out connects that eject; 0: off."

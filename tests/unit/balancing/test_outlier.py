@@ -90,14 +90,15 @@ def test_one_connect_failure_ejects_by_default() -> None:
     assert first.ejections == 1
 
 
-def test_reset_and_timeout_end_a_connect_run_but_never_eject_by_themselves() -> None:
-    outliers, (first, _), _clock = detector(consecutive_connect_failures=2, consecutive_5xx=2)
+def test_reset_and_timeout_end_a_connect_run_and_count_as_5xx() -> None:
+    """Envoy's default: consecutive_5xx includes locally originated errors (resets, timeouts)."""
+    outliers, (first, _), _clock = detector(consecutive_connect_failures=2, consecutive_5xx=3)
     assert not outliers.failure(first, "connect")
-    assert not outliers.failure(first, "reset")  # a connection was made: the run is over
+    assert not outliers.failure(first, "reset")  # a connection was made: the connect run is over
     assert not outliers.failure(first, "connect")
-    assert not outliers.failure(first, "timeout")
-    assert not any(outliers.failure(first, kind) for kind in ["reset", "timeout"] * 10)
-    assert first.ejections == 0
+    assert not outliers.failure(first, "timeout")  # reset, timeout: two of three
+    assert outliers.failure(first, "reset") is True
+    assert first.ejections == 1
 
 
 def test_a_5xx_ends_a_connect_run() -> None:
@@ -108,14 +109,12 @@ def test_a_5xx_ends_a_connect_run() -> None:
     assert outliers.failure(first, "connect") is True
 
 
-def test_connect_reset_and_timeout_leave_a_5xx_run_as_it_is() -> None:
+def test_connect_failures_leave_a_5xx_run_as_it_is() -> None:
     outliers, (first, _), _clock = detector(consecutive_5xx=3, consecutive_connect_failures=0)
     assert not outliers.failure(first, "5xx")
     assert not outliers.failure(first, "connect")
-    assert not outliers.failure(first, "5xx")
-    assert not outliers.failure(first, "reset")
     assert not outliers.failure(first, "timeout")
-    assert outliers.failure(first, "5xx") is True  # the third 5xx in a row of answers
+    assert outliers.failure(first, "5xx") is True  # 5xx, timeout, 5xx: three in a row
 
 
 # --------------------------------------------------------------------------------- durations
@@ -380,7 +379,7 @@ def test_describe() -> None:
     for _ in range(5):
         outliers.failure(first, "5xx")
     clock.now = START + 1.8
-    assert outliers.describe(first) == "ejected 1 time, back in 3.2s: 5 consecutive 5xx"
+    assert outliers.describe(first) == "ejected 1 time, back in 3.2s: 5 consecutive 5xx, resets or timeouts"
     clock.now = first.down_until
     outliers.failure(first, "connect")
     assert outliers.describe(first) == (
