@@ -117,3 +117,30 @@ def test_worker_stats_count_by_route_service_method_and_status(tmp_path: Path) -
     assert bytes_in[("site", "web")] == 5
     assert dict((k, v) for k, v in snapshot["errors"]) == {"no_route": 1}
     assert snapshot["connections_total"] == 2
+
+
+def test_a_sink_that_stops_taking_lines_does_not_grow_memory(tmp_path: Path) -> None:
+    """A FIFO nobody reads blocks the writer thread; batches beyond the backlog are dropped."""
+    import os
+
+    from portway.config.observability import AccessLogConfig
+    from portway.observability.access_log import MAX_BACKLOG, AccessLog, Entry
+
+    fifo = tmp_path / "stuck"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # lets the writer open it, never read
+    try:
+        access_log = AccessLog(AccessLogConfig(path=str(fifo)))
+        entry = Entry(
+            1.0, 2.0, 0.0, 0.0, 0.0, None, "1.1", 200, 0, 10, "r", "s", "", 0, "", "", "x" * 2000
+        )
+        for _ in range(MAX_BACKLOG + 40):
+            for _ in range(50):
+                access_log.add(entry)
+            access_log.flush()
+        time.sleep(0.2)
+        assert access_log.dropped > 0
+        assert access_log._backlog <= MAX_BACKLOG
+    finally:
+        os.close(reader)  # the writer's blocked write fails now, and it drains its backlog
+    access_log.close()

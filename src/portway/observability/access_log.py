@@ -22,6 +22,8 @@ from portway.messages import Request
 
 log = logging.getLogger("portway.access_log")
 
+MAX_BACKLOG = 64  # batches (about one per sweep, at most a second each) waiting for the writer
+
 
 class Entry(NamedTuple):
     """What the hot path hands over: raw values only; the writer thread derives the rest."""
@@ -54,6 +56,11 @@ class AccessLog:
         # (entries, wall clock minus monotonic clock at hand-over): the writer turns times to dates
         self._queue: queue.SimpleQueue[tuple[list[Entry], float] | None] = queue.SimpleQueue()
         self._random = random.random
+        # Batches handed over and not yet written. A sink that stops taking data (a full disk, a
+        # stderr pipe nobody reads) must not make the gateway's memory grow: past the bound,
+        # batches are dropped and counted.
+        self._backlog = 0
+        self.dropped = 0
         self._thread = threading.Thread(target=self._write_loop, name="access-log", daemon=True)
         self._thread.start()
 
@@ -66,6 +73,12 @@ class AccessLog:
         """Hand the lines gathered since the last flush to the writer (called by the sweeper)."""
         if self._batch:
             batch, self._batch = self._batch, []
+            if self._backlog >= MAX_BACKLOG:
+                if not self.dropped:
+                    log.error("the access log cannot keep up with its sink: dropping lines")
+                self.dropped += len(batch)
+                return
+            self._backlog += 1
             self._queue.put((batch, time.time() - time.monotonic()))
 
     def close(self) -> None:
@@ -94,6 +107,8 @@ class AccessLog:
                 stream.flush()
             except (OSError, ValueError) as exc:  # a full disk must not stop the gateway
                 log.error("access log write failed: %s", exc)
+            finally:
+                self._backlog -= 1
         if stream is not sys.stderr:
             stream.close()
 
