@@ -8,6 +8,7 @@ and Referer, cookies and Authorization.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -97,6 +98,7 @@ class AccessLog:
                 log.error("cannot open the access log %s (%s): writing to stderr", self.path, exc)
                 stream = sys.stderr
         render = _RENDERERS[self.format]
+        failing = False  # log a failing sink once, not once per batch
         while True:
             item = self._queue.get()
             if item is None:
@@ -105,12 +107,17 @@ class AccessLog:
             try:
                 stream.write("".join(render(_fields(entry, offset)) for entry in batch))
                 stream.flush()
+                failing = False
             except (OSError, ValueError) as exc:  # a full disk must not stop the gateway
-                log.error("access log write failed: %s", exc)
+                if not failing:
+                    log.error("access log write failed, lines are lost until it works: %s", exc)
+                failing = True
             finally:
                 self._backlog -= 1
         if stream is not sys.stderr:
-            stream.close()
+            # The buffered tail of a broken sink is lost, as its lines were.
+            with contextlib.suppress(OSError):
+                stream.close()
 
 
 def _fields(entry: Entry, wall_offset: float) -> dict[str, Any]:
