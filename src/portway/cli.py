@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from portway.config.loader import load_config
 from portway.config.model import Config, ListenerConfig, ServiceConfig
+from portway.config.observability import AdminConfig
 from portway.errors import ConfigError
 from portway.messages import Request
 from portway.routing import (
@@ -67,6 +68,14 @@ def run(
         int | None,
         typer.Option("--workers", "-w", min=1, help="Worker processes (default: CPU count)."),
     ] = None,
+    admin: Annotated[
+        str | None,
+        typer.Option(
+            "--admin",
+            help="HOST:PORT of the admin API, replacing admin.address (default 127.0.0.1:9901); "
+            "'none' turns it off.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Serve a config: SIGHUP reloads it, SIGTERM drains and exits 0."""
@@ -78,17 +87,34 @@ def run(
         try:
             listeners = [ListenerConfig(address=a) for a in listen]
         except ValidationError as exc:
-            reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
-            typer.echo(f"--listen: {reason}", err=True)
+            typer.echo(f"--listen: {_reason(exc)}", err=True)
             raise typer.Exit(2) from None
         cfg = cfg.model_copy(update={"listeners": listeners})
+    if admin is not None:
+        address = None if admin.strip().lower() == "none" else admin
+        try:
+            admin_config = AdminConfig(address=address, token=cfg.admin.token)
+        except ValidationError as exc:
+            typer.echo(f"--admin: {_reason(exc)}", err=True)
+            raise typer.Exit(2) from None
+        cfg = cfg.model_copy(update={"admin": admin_config})
 
     def reload() -> Config:
+        # The command line wins over the file on every reload too, so every process (and the
+        # config fingerprint the admin API's readiness compares) sees the same config.
         fresh = load_config(config)
-        return fresh.model_copy(update={"listeners": cfg.listeners}) if listen else fresh
+        if listen:
+            fresh = fresh.model_copy(update={"listeners": cfg.listeners})
+        if admin is not None:  # the admin settings stay those checked at start
+            fresh = fresh.model_copy(update={"admin": cfg.admin})
+        return fresh
 
     supervisor = Supervisor(cfg, workers or os.cpu_count() or 1, reload=reload)
     raise typer.Exit(supervisor.run())
+
+
+def _reason(exc: ValidationError) -> str:
+    return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
 
 
 @app.command()
@@ -220,12 +246,15 @@ def _describe_balancing(service: _ServiceView, request: Request) -> str:
 @app.command()
 def demo(
     listen: Annotated[str, typer.Option(help="HOST:PORT for the gateway.")] = "127.0.0.1:8080",
+    admin: Annotated[
+        str, typer.Option(help="HOST:PORT of the admin API; 'none' turns it off.")
+    ] = "127.0.0.1:9901",
 ) -> None:
     """Start three example services (two instances each) and the gateway in front of them."""
     from portway.demo.runner import run_demo
 
     _setup_logging()
-    raise typer.Exit(run_demo(listen))
+    raise typer.Exit(run_demo(listen, None if admin.strip().lower() == "none" else admin))
 
 
 def main() -> None:

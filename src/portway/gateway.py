@@ -3,6 +3,11 @@
 The composition root of a worker process. It turns a validated ``Config`` into a snapshot, serves it
 on the configured listeners, swaps in a new snapshot on reload, and drains on shutdown: stop
 accepting, close idle keep-alive connections, let in-flight exchanges finish up to a deadline.
+
+Its statistics go to the admin API one of two ways: a worker of ``portway run`` publishes a report
+to its slot of the supervisor's ``StatsBoard`` about once a second (and at once after a reload or a
+drain); a gateway alone in its process (tests, the demo) can serve the admin API itself from a
+thread (``admin=True``), reading its report on its own loop.
 """
 
 from __future__ import annotations
@@ -10,16 +15,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import Any
 
+from portway.admin.report import config_fingerprint, worker_report
+from portway.admin.server import AdminServer, bind_admin
+from portway.admin.sources import AdminState, LocalSource
 from portway.config.model import Config
 from portway.config.types import parse_host_port
 from portway.dataplane import Snapshot, assemble, retire_replaced
 from portway.deadlines import Sweeper, sweep_interval
 from portway.health.worker import HealthSource, WorkerHealth
+from portway.observability.stats_board import StatsBoard
 from portway.server.context import WorkerContext
 from portway.server.http1 import ClientConnection
 
 log = logging.getLogger("portway.gateway")
+
+PUBLISH_INTERVAL = 1.0  # seconds between statistics reports to the stats board
 
 
 def bind_listener(address: str, *, reuse_port: bool) -> socket.socket:
@@ -44,10 +56,18 @@ class Gateway:
     """Serves one config on its listeners inside one event loop (one worker)."""
 
     def __init__(
-        self, config: Config, loop: asyncio.AbstractEventLoop, health: HealthSource = "local"
+        self,
+        config: Config,
+        loop: asyncio.AbstractEventLoop,
+        health: HealthSource = "local",
+        *,
+        stats: tuple[StatsBoard, int] | None = None,
+        admin: bool = False,
     ) -> None:
         """``health``: ``"local"`` runs the health checks in this process, a ``Board`` follows the
-        supervisor's prober (workers of ``portway run``), ``"off"`` runs none."""
+        supervisor's prober (workers of ``portway run``), ``"off"`` runs none. ``stats``: the stats
+        board and slot this worker publishes to. ``admin``: serve the admin API on
+        ``config.admin.address`` from a thread of this process."""
         self.loop = loop
         self.config = config
         self.sweeper = Sweeper(loop)
@@ -58,6 +78,14 @@ class Gateway:
         self.servers: list[asyncio.Server] = []
         self.addresses: list[tuple[str, int]] = []
         self.health = WorkerHealth(health, config, loop, lambda: self.ctx.snapshot.services)
+        self.fingerprint = config_fingerprint(config)
+        self.stats_board = stats
+        self._published = 0.0
+        if stats is not None:
+            self.sweeper.hooks.append(self._publish_due)
+        self.admin: AdminServer | None = None
+        self.admin_address: tuple[str, int] | None = None
+        self._serve_admin = admin and config.admin.address is not None
 
     def _refresh_services(self, now: float) -> None:
         for service in self.ctx.snapshot.services.values():
@@ -65,14 +93,54 @@ class Gateway:
         if self.ctx.access_log is not None:
             self.ctx.access_log.flush()
 
+    def report(self) -> dict[str, Any]:
+        """This worker's statistics report; on the loop's thread only."""
+        return worker_report(self.ctx, self.fingerprint)
+
+    def publish(self) -> None:
+        if self.stats_board is not None:
+            board, slot = self.stats_board
+            board.publish(slot, self.report())
+            self._published = self.loop.time()
+
+    def _publish_due(self, now: float) -> None:
+        if now - self._published >= PUBLISH_INTERVAL:
+            self.publish()
+
+    def _start_admin(self, sock: socket.socket) -> None:
+        source = LocalSource(
+            self.loop,
+            lambda: self.ctx.snapshot.config,
+            self.report,
+            lambda: bool(self.servers) and not self.ctx.draining,
+        )
+        self.admin = AdminServer(AdminState(source), sock)
+        self.admin.start()
+        self.admin_address = sock.getsockname()[:2]
+
     @property
     def snapshot(self) -> Snapshot:
         return self.ctx.snapshot
 
     async def start(self, sockets: list[socket.socket] | None = None) -> list[tuple[str, int]]:
         """Listen on ``sockets`` (one per listener, e.g. SO_REUSEPORT ones) or bind the listeners."""
+        # Bound first: an admin address in use fails the start before any listener serves.
+        admin_address = self.config.admin.address if self._serve_admin else None
+        admin_socket = None
+        if admin_address is not None:
+            try:
+                admin_socket = bind_admin(admin_address)
+            except OSError as exc:  # say which address: a listener's error does not name one
+                raise OSError(exc.errno, exc.strerror, f"admin {admin_address}") from exc
         if sockets is None:
-            sockets = [bind_listener(lc.address, reuse_port=False) for lc in self.config.listeners]
+            try:
+                sockets = [
+                    bind_listener(lc.address, reuse_port=False) for lc in self.config.listeners
+                ]
+            except OSError:
+                if admin_socket is not None:
+                    admin_socket.close()
+                raise
         ctx = self.ctx
         for sock in sockets:
             host, port = sock.getsockname()[:2]
@@ -85,6 +153,9 @@ class Gateway:
             self.addresses.append((host, port))
         self.sweeper.start()
         self.health.start()
+        self.publish()  # the admin API's readiness waits for a first report
+        if admin_socket is not None:
+            self._start_admin(admin_socket)
         return self.addresses
 
     def reload(self, config: Config) -> Snapshot:
@@ -94,9 +165,12 @@ class Gateway:
         previous = self.ctx.snapshot
         snapshot = assemble(config, previous, self.loop, self.sweeper)
         self.ctx.snapshot = snapshot
+        self.fingerprint = config_fingerprint(config)
         retire_replaced(previous, snapshot)
         self.health.reload(config)
         self.sweeper.interval = sweep_interval(self.ctx.smallest_timeout)
+        self.ctx.stats.reloaded(True)
+        self.publish()
         log.info("config generation %d is live", snapshot.generation)
         return snapshot
 
@@ -124,6 +198,10 @@ class Gateway:
             ctx.access_log.close()
         for server in self.servers:
             await server.wait_closed()
+        self.publish()  # the counts of the last requests outlive this process
+        if self.admin is not None:
+            admin, self.admin = self.admin, None
+            await self.loop.run_in_executor(None, admin.stop)
         return finished
 
 

@@ -11,6 +11,12 @@ Active health checks run in one more child, the prober, forked when a service ha
 ``health_check``: it checks each instance once and writes the results to a ``Board`` (shared memory
 the supervisor maps before forking), which every worker reads. N workers thus cost one check per
 instance and interval, not N, and all workers agree on which instances are up.
+
+The admin API runs in one more child, the admin process, on a socket the supervisor binds once (so
+``:0`` resolves before anything starts and a restarted admin process serves the same port). Each
+worker publishes its statistics about once a second to its slot of a ``StatsBoard`` (shared memory
+mapped before forking, like the health board); the admin process sums them. The supervisor
+publishes its reload counters to the board's last slot: it alone decides whether a reload is taken.
 """
 
 from __future__ import annotations
@@ -26,12 +32,16 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
+from portway.admin.process import run_admin
+from portway.admin.server import bind_admin
 from portway.config.model import Config
 from portway.config.types import format_host_port, parse_host_port
 from portway.errors import ConfigError
 from portway.gateway import Gateway, bind_listener, new_event_loop
 from portway.health import Board, BoardSink, Prober
+from portway.observability.stats_board import StatsBoard
 
 log = logging.getLogger("portway.workers")
 
@@ -63,15 +73,17 @@ def run_worker(
     reload: ConfigLoader | None,
     ready_fd: int,
     board: Board | None = None,
+    stats: tuple[StatsBoard, int] | None = None,
 ) -> int:
     """A worker process's whole life: serve until SIGTERM/SIGINT, then drain. Returns the exit code.
 
     With a ``board`` the worker follows the prober process's health checks instead of running its
-    own; without one it runs them itself.
+    own; without one it runs them itself. With ``stats`` (a board and this worker's slot) it
+    publishes its statistics there for the admin process.
     """
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    gateway = Gateway(config, loop, health=board if board is not None else "local")
+    gateway = Gateway(config, loop, health=board if board is not None else "local", stats=stats)
     sockets = [bind_listener(a, reuse_port=True) for a in addresses]
     loop.run_until_complete(gateway.start(sockets))
     os.write(ready_fd, b"R")
@@ -84,6 +96,7 @@ def run_worker(
         try:
             gateway.reload(reload())
         except ConfigError as exc:
+            gateway.ctx.stats.reloaded(False)
             log.error("reload refused, the current config keeps serving:\n%s", exc)
 
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
@@ -138,7 +151,7 @@ def needs_prober(config: Config) -> bool:
 @dataclass
 class _Slot:
     index: int
-    prober: bool = False  # the health prober rather than a worker
+    role: Literal["worker", "prober", "admin"] = "worker"
     pid: int = 0
     started: float = 0.0
     failures: int = 0
@@ -146,7 +159,9 @@ class _Slot:
 
     @property
     def label(self) -> str:
-        return "health prober" if self.prober else f"worker {self.index}"
+        if self.role == "worker":
+            return f"worker {self.index}"
+        return "health prober" if self.role == "prober" else "admin process"
 
 
 @dataclass
@@ -158,6 +173,11 @@ class Supervisor:
     addresses: list[str] = field(default_factory=list)
     reserved: list[socket.socket] = field(default_factory=list)
     board: Board | None = None
+    stats: StatsBoard | None = None
+    admin_socket: socket.socket | None = None
+    reloads: dict[str, float] = field(
+        default_factory=lambda: {"reloads_ok": 0, "reloads_failed": 0, "last_reload_ok": 0.0}
+    )
 
     def run(self) -> int:
         reserved = self.reserved = [reserve(lc.address) for lc in self.config.listeners]
@@ -165,16 +185,33 @@ class Supervisor:
             for sock in reserved:
                 host, port = sock.getsockname()[:2]
                 self.addresses.append(format_host_port(host, port))
+            admin = self.config.admin.address
+            if admin is not None:
+                try:
+                    self.admin_socket = bind_admin(admin)
+                except OSError as exc:
+                    log.error("cannot listen on the admin address %s: %s", admin, exc.strerror)
+                    return 1
             signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-            # Mapped before any fork: the prober and every worker inherit the same pages.
+            # Mapped before any fork: the prober, the admin process and every worker inherit the
+            # same pages.
             self.board = Board()
+            if self.admin_socket is not None:  # nobody would read the statistics otherwise
+                self.stats = StatsBoard(self.workers + 1)
+                self._publish_reloads()
             self.slots = [_Slot(i) for i in range(self.workers)]
             if needs_prober(self.config):
-                self.slots.append(_Slot(self.workers, prober=True))
+                self.slots.append(_Slot(len(self.slots), role="prober"))
+            if self.admin_socket is not None:
+                self.slots.append(_Slot(len(self.slots), role="admin"))
             ready = [self._spawn(slot) for slot in self.slots]
             if not self._wait_ready(ready):
                 self._stop_all(timeout=5.0)
                 return 1
+            if self.admin_socket is not None:  # before "listening on": tests read it by then
+                host, port = self.admin_socket.getsockname()[:2]
+                pid = next(s.pid for s in self.slots if s.role == "admin")
+                log.info("admin on http://%s (pid %d)", format_host_port(host, port), pid)
             for address in self.addresses:
                 log.info(
                     "listening on http://%s (%d worker%s, supervisor pid %d)",
@@ -187,26 +224,38 @@ class Supervisor:
         finally:
             for sock in reserved:
                 sock.close()
+            if self.admin_socket is not None:
+                self.admin_socket.close()
+
+    def _publish_reloads(self) -> None:
+        if self.stats is not None:
+            self.stats.publish(self.workers, {"role": "supervisor", **self.reloads})
 
     def _spawn(self, slot: _Slot) -> int:
         read_fd, write_fd = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child: a worker or the prober
+        if pid == 0:  # the child: a worker, the prober or the admin process
             os.close(read_fd)
             for sock in self.reserved:
                 sock.close()
+            if self.admin_socket is not None and slot.role != "admin":
+                self.admin_socket.close()
             code = 1
             try:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 for sig in _SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
                 assert self.board is not None
-                if slot.prober:
-                    code = run_prober(self.config, self.reload, write_fd, self.board)
+                config, reload, board, stats = self.config, self.reload, self.board, self.stats
+                if slot.role == "prober":
+                    code = run_prober(config, reload, write_fd, board)
+                elif slot.role == "admin":
+                    assert self.admin_socket is not None and stats is not None
+                    admin = self.admin_socket
+                    code = run_admin(config, reload, write_fd, admin, stats, board, self.workers)
                 else:
-                    code = run_worker(
-                        self.config, self.addresses, self.reload, write_fd, self.board
-                    )
+                    own = (stats, slot.index) if stats is not None else None
+                    code = run_worker(config, self.addresses, reload, write_fd, board, own)
             except BaseException:
                 log.exception("%s failed", slot.label)
             finally:
@@ -296,15 +345,20 @@ class Supervisor:
         try:
             self.config = self.reload()
         except ConfigError as exc:
+            self.reloads["reloads_failed"] += 1
+            self._publish_reloads()
             log.error("SIGHUP: the new config is invalid, nothing changes:\n%s", exc)
             return
+        self.reloads["reloads_ok"] += 1
+        self.reloads["last_reload_ok"] = time.time()
+        self._publish_reloads()
         log.info("SIGHUP: config is valid; workers reload it")
         for slot in self.slots:
             if slot.pid:
                 os.kill(slot.pid, signal.SIGHUP)
-        if needs_prober(self.config) and not any(s.prober for s in self.slots):
+        if needs_prober(self.config) and not any(s.role == "prober" for s in self.slots):
             # The first health check came with this config: the prober starts with it.
-            slot = _Slot(len(self.slots), prober=True)
+            slot = _Slot(len(self.slots), role="prober")
             self.slots.append(slot)
             if self._wait_ready([self._spawn(slot)]):
                 log.info("health prober started as pid %d", slot.pid)

@@ -14,24 +14,32 @@ class GatewayThread:
     """Serve ``config`` on 127.0.0.1 (an ephemeral port) in a background thread.
 
     ``config`` is a dict in the native format; a missing ``listeners`` defaults to an ephemeral port.
+    With ``admin`` the gateway also serves the admin API from a thread, on an ephemeral port unless
+    the config names one (``admin_port``).
     """
 
-    def __init__(self, config: dict[str, Any] | Config) -> None:
+    def __init__(self, config: dict[str, Any] | Config, *, admin: bool = False) -> None:
         if isinstance(config, dict):
-            config = Config.model_validate({"listeners": [{"address": "127.0.0.1:0"}], **config})
+            defaults: dict[str, Any] = {"listeners": [{"address": "127.0.0.1:0"}]}
+            if admin:
+                defaults["admin"] = {"address": "127.0.0.1:0"}
+            config = Config.model_validate({**defaults, **config})
         self.config = config
         self.loop = new_event_loop()
-        self.gateway = Gateway(config, self.loop)
+        self.gateway = Gateway(config, self.loop, admin=admin)
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.port = 0
+        self.admin_port = 0
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
             addresses = self.loop.run_until_complete(self.gateway.start())
             self.port = addresses[0][1]
+            if self.gateway.admin_address is not None:
+                self.admin_port = self.gateway.admin_address[1]
         except BaseException as exc:  # reported to the test thread
             self._error = exc
             self._ready.set()
@@ -56,7 +64,10 @@ class GatewayThread:
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
 
     def reload(self, config: dict[str, Any]) -> None:
-        full = Config.model_validate({"listeners": self.config.model_dump()["listeners"], **config})
+        kept = self.config.model_dump()
+        full = Config.model_validate(
+            {"listeners": kept["listeners"], "admin": kept["admin"], **config}
+        )
         self.call(self.gateway.reload, full)
 
     def drain(self, timeout: float = 5.0) -> bool:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.support.admin import admin_get
 from tests.support.backends import Backend
 from tests.support.client import Response, request
 from tests.support.processes import PortwayProcess, free_port, run_portway
@@ -483,8 +484,10 @@ class Demo:
 
     def __init__(self, port: int) -> None:
         self.port = port
+        argv = [sys.executable, "-m", "portway", "demo", "--listen", f"127.0.0.1:{port}",
+                "--admin", "127.0.0.1:0"]  # fmt: skip
         proc = subprocess.Popen(
-            [sys.executable, "-m", "portway", "demo", "--listen", f"127.0.0.1:{port}"],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -630,7 +633,7 @@ def test_a_second_demo_on_the_same_port_fails_readably(
     demo: tuple[Demo, dict[str, CurlLine]],
 ) -> None:
     running, lines = demo
-    result = portway("demo", "--listen", f"127.0.0.1:{running.port}")
+    result = portway("demo", "--listen", f"127.0.0.1:{running.port}", "--admin", "none")
     assert result.returncode == 1
     assert (
         f"cannot listen on 127.0.0.1:{running.port}: Address already in use "
@@ -639,6 +642,36 @@ def test_a_second_demo_on_the_same_port_fails_readably(
     assert "Traceback" not in result.stderr
     assert "curl" not in result.stdout
     assert send(lines["/nowhere"]).status == 404  # the first demo still serves
+
+
+def demo_admin_port(running: Demo) -> int:
+    printed = [line for line in running.stdout if line.startswith("admin on http://")]
+    assert len(printed) == 1, running.stdout
+    pattern = r"admin on http://127\.0\.0\.1:(\d+): /services /routes\?format=text /metrics$"
+    match = re.match(pattern, printed[0])
+    assert match, printed
+    return int(match.group(1))
+
+
+def test_demo_serves_the_admin_api_it_prints(demo: tuple[Demo, dict[str, CurlLine]]) -> None:
+    port = demo_admin_port(demo[0])
+    services = admin_get(port, "/services").json()["services"]
+    assert sorted(s["name"] for s in services) == ["orders", "payments", "users"]
+    assert all(len(s["instances"]) == 2 for s in services)
+    assert admin_get(port, "/readyz").status == 200
+
+
+def test_a_second_demo_on_the_same_admin_port_fails_readably(
+    demo: tuple[Demo, dict[str, CurlLine]],
+) -> None:
+    admin = f"127.0.0.1:{demo_admin_port(demo[0])}"
+    result = portway("demo", "--listen", f"127.0.0.1:{free_port()}", "--admin", admin)
+    assert result.returncode == 1
+    assert (
+        f"cannot listen on admin {admin}: Address already in use "
+        "(try --admin 127.0.0.1:9902, or --admin none)"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_demo_stops_on_ctrl_c_and_exits_zero() -> None:

@@ -24,10 +24,6 @@ def config_for(address: str, extra: str = "") -> str:
     )
 
 
-def workers_of(pids: list[int], supervisor: int) -> list[int]:
-    return [p for p in pids if p != supervisor]
-
-
 def wait_for(predicate: object, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -39,9 +35,8 @@ def wait_for(predicate: object, timeout: float = 10.0) -> bool:
 
 def test_workers_share_the_port_and_a_dead_worker_is_restarted() -> None:
     with Backend() as backend, run_portway(config_for(backend.address), workers=2) as gw:
-        supervisor = gw.proc.pid
-        assert wait_for(lambda: len(workers_of(gw.pids(), supervisor)) == 2)
-        workers = workers_of(gw.pids(), supervisor)
+        assert wait_for(lambda: len(gw.worker_pids()) == 2)
+        workers = gw.worker_pids()
         # Every worker holds its own SO_REUSEPORT listening socket on the same port.
         for pid in workers:
             inodes = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
@@ -49,9 +44,7 @@ def test_workers_share_the_port_and_a_dead_worker_is_restarted() -> None:
         assert all(request(gw.port, "GET", f"/{i}").status == 200 for i in range(20))
 
         os.kill(workers[0], signal.SIGKILL)
-        assert wait_for(
-            lambda: len(workers_of(gw.pids(), supervisor)) == 2 and workers[0] not in gw.pids()
-        )
+        assert wait_for(lambda: len(gw.worker_pids()) == 2 and workers[0] not in gw.pids())
         gw.wait_for_stderr(rf"worker \d+ \(pid {workers[0]}\) exited \(killed by SIGKILL\)")
         gw.wait_for_stderr(r"worker \d+ restarted as pid")
         assert all(request(gw.port, "GET", f"/after/{i}").status == 200 for i in range(20))
@@ -121,7 +114,7 @@ def test_one_gib_streams_both_ways_in_constant_memory() -> None:
     gib = 1 << 30
     extra = "server: {limits: {max_body_bytes: 0}}\n"
     with Backend() as backend, run_portway(config_for(backend.address, extra), workers=1) as gw:
-        worker = workers_of(gw.pids(), gw.proc.pid)[0]
+        worker = gw.worker_pids()[0]
         assert request(gw.port, "GET", "/warm").status == 200
         baseline = rss_bytes(worker)
         samples: list[int] = []

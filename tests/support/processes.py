@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import IO
 
 READY_PATTERN = re.compile(r"listening on http://(\[[^\]]+\]|[^\s:/]+):(\d+)")
+# Printed by the supervisor before its "listening on" lines, so it is read by the time a test runs.
+ADMIN_PATTERN = re.compile(r"admin on http://(\[[^\]]+\]|[^\s:/]+):(\d+) \(pid (\d+)\)")
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 
@@ -71,6 +73,9 @@ class PortwayProcess:
         self.host = ""
         self.port = 0  # the first address announced; all of them are in ``listening``
         self.listening: list[tuple[str, int]] = []
+        self.admin_host = ""
+        self.admin_port = 0  # 0: no admin listener announced
+        self.admin_pid = 0  # the admin process as started (it may be restarted since)
         self.stderr_lines: list[str] = []
         self.stdout_lines: list[str] = []
         self._ready = threading.Event()
@@ -86,8 +91,19 @@ class PortwayProcess:
         return self.proc.pid
 
     def pids(self) -> list[int]:
-        """The pids of the gateway's process group (the master and its workers)."""
+        """The pids of the gateway's process group (the master, its workers, prober and admin)."""
         return process_group_pids(self.pgid)
+
+    def worker_pids(self) -> list[int]:
+        """The group's pids but the supervisor's and the admin process's (workers and prober)."""
+        return [p for p in self.pids() if p not in (self.proc.pid, self.admin_pid)]
+
+    @property
+    def admin_url(self) -> str:
+        if not self.admin_port:
+            raise RuntimeError("this gateway announced no admin listener")
+        host = f"[{self.admin_host}]" if ":" in self.admin_host else self.admin_host
+        return f"http://{host}:{self.admin_port}"
 
     def stderr_text(self) -> str:
         with self._lines_changed:
@@ -161,6 +177,10 @@ class PortwayProcess:
                     with self._lines_changed:
                         lines.append(line)
                         self._lines_changed.notify_all()
+                    admin = ADMIN_PATTERN.search(line) if look_for_ready else None
+                    if admin:
+                        self.admin_host = admin.group(1).strip("[]")
+                        self.admin_port, self.admin_pid = int(admin.group(2)), int(admin.group(3))
                     match = READY_PATTERN.search(line) if look_for_ready else None
                     if match:
                         self.listening.append((match.group(1).strip("[]"), int(match.group(2))))
@@ -185,11 +205,15 @@ def run_portway(
     extra_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     start_timeout: float = START_TIMEOUT,
+    admin: str | None = "127.0.0.1:0",
 ) -> Iterator[PortwayProcess]:
     """Run ``python -m portway run --config F --workers N`` until the block ends.
 
-    Yields once the gateway has printed its ``listening on http://HOST:PORT`` line. On leaving the
-    block the process group gets SIGTERM, then SIGKILL if it has not exited within 15 s.
+    ``admin`` is passed as ``--admin`` (unless ``extra_args`` has one): an ephemeral port by
+    default, so tests running side by side never contend for the documented 9901; None passes
+    nothing (the config decides). Yields once the gateway has printed its ``listening on
+    http://HOST:PORT`` line. On leaving the block the process group gets SIGTERM, then SIGKILL if
+    it has not exited within 15 s.
     """
     with tempfile.TemporaryDirectory(prefix="portway-test-") as folder:
         config_path = Path(folder) / "portway.yaml"
@@ -198,6 +222,8 @@ def run_portway(
             sys.executable, "-m", "portway", "run",
             "--config", str(config_path), "--workers", str(workers), *extra_args,
         ]  # fmt: skip
+        if admin is not None and "--admin" not in extra_args:
+            argv += ["--admin", admin]
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.Popen(
             argv,

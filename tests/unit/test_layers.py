@@ -41,6 +41,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("proxy",),  # Service and Exchange: pick, connect, relay
     ("dataplane",),  # Config -> Snapshot
     ("server",),  # the client-side protocol and the worker's shared context
+    ("admin",),  # the admin API: reads workers' reports and the boards; served by a gateway or
+    # by its own process
     ("gateway",),  # one worker's composition root
     ("supervisor",),  # forks workers that each run a Gateway
     ("demo",),
@@ -390,10 +392,10 @@ def test_the_checker_accepts_allowed_imports(module: str, source: str) -> None:
 
 
 def test_the_checker_reports_a_package_in_no_layer() -> None:
-    problems = check_source("portway.admin.api", "from portway.errors import ConfigError\n")
+    problems = check_source("portway.plugins.api", "from portway.errors import ConfigError\n")
     assert problems == [
-        "src/portway/admin/api.py:1: portway.admin.api imports portway.errors (module level): "
-        f"portway.admin.api is in no layer; add 'admin' to LAYERS in {__name__}"
+        "src/portway/plugins/api.py:1: portway.plugins.api imports portway.errors (module level): "
+        f"portway.plugins.api is in no layer; add 'plugins' to LAYERS in {__name__}"
     ]
 
 

@@ -17,11 +17,14 @@ SERVICES = ("users", "payments", "orders")
 HOST_RULE = "payments.localhost"
 
 
-def demo_config(listen: str, instances: dict[str, list[str]]) -> Config:
+def demo_config(
+    listen: str, instances: dict[str, list[str]], admin: str | None = "127.0.0.1:9901"
+) -> Config:
     """Routes /users, /payments, /orders; the host payments.localhost sends everything to payments."""
     return Config.model_validate(
         {
             "listeners": [{"address": listen}],
+            "admin": {"address": admin},
             "services": {
                 "users": {"instances": instances["users"]},
                 "payments": {"instances": instances["payments"], "algorithm": "least_request"},
@@ -50,7 +53,7 @@ def curl_lines(base: str) -> list[str]:
     ]
 
 
-async def _serve(listen: str) -> int:
+async def _serve(listen: str, admin: str | None) -> int:
     loop = asyncio.get_running_loop()
     _host, _ = parse_host_port(listen)
     backends: list[asyncio.Server] = []
@@ -61,11 +64,16 @@ async def _serve(listen: str) -> int:
             backends.append(server)
             port = server.sockets[0].getsockname()[1]
             instances.setdefault(service, []).append(f"127.0.0.1:{port}")
-    gateway = Gateway(demo_config(listen, instances), loop)
+    gateway = Gateway(demo_config(listen, instances, admin), loop, admin=True)
     try:
         addresses = await gateway.start()
     except OSError as exc:
-        log.error("cannot listen on %s: %s (try --listen 127.0.0.1:8081)", listen, exc.strerror)
+        if exc.filename:  # the admin address
+            hint = "try --admin 127.0.0.1:9902, or --admin none"
+            log.error("cannot listen on %s: %s (%s)", exc.filename, exc.strerror, hint)
+        else:
+            hint = "try --listen 127.0.0.1:8081"
+            log.error("cannot listen on %s: %s (%s)", listen, exc.strerror, hint)
         for server in backends:
             server.close()
         return 1
@@ -73,6 +81,9 @@ async def _serve(listen: str) -> int:
     print(f"\nPortway demo: gateway on {base}", flush=True)
     for service, addrs in instances.items():
         print(f"  service {service:<9} instances {', '.join(addrs)}", flush=True)
+    if gateway.admin_address is not None:
+        admin_base = "http://" + format_host_port(*gateway.admin_address)
+        print(f"admin on {admin_base}: /services /routes?format=text /metrics", flush=True)
     print("\nTry:", flush=True)
     for line in curl_lines(base):
         print(f"  {line}", flush=True)
@@ -89,9 +100,9 @@ async def _serve(listen: str) -> int:
     return 0
 
 
-def run_demo(listen: str) -> int:
+def run_demo(listen: str, admin: str | None = "127.0.0.1:9901") -> int:
     loop = new_event_loop()
     try:
-        return loop.run_until_complete(_serve(listen))
+        return loop.run_until_complete(_serve(listen, admin))
     finally:
         loop.close()

@@ -1,0 +1,248 @@
+"""Every Prometheus metric Portway exposes: names, help, labels, and how totals become samples.
+
+The one place metric names are defined. ``prometheus_client`` renders the exposition formats (the
+text format, or OpenMetrics when a scraper asks for it) from a custom collector over the totals
+the admin API aggregated from the workers; the workers themselves never touch it.
+
+Label values are bounded: route, service and instance names come from the config, methods from a
+fixed set (anything else is ``OTHER``), status classes and error causes are fixed sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from portway.admin.aggregate import HistogramData, Totals
+from portway.health.state import HealthState
+
+ROUTE_LABELS = ("route", "service")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str
+    kind: str  # "counter", "gauge" or "histogram"
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+REQUESTS = MetricSpec(
+    "portway_requests_total",
+    "counter",
+    "Requests answered, by route, service, method and status class (route and service are empty "
+    "when no route matched).",
+    ("route", "service", "method", "status_class"),
+)
+REQUEST_DURATION = MetricSpec(
+    "portway_request_duration_seconds",
+    "histogram",
+    "Time from the request head to the last response byte, by route and service.",
+    ROUTE_LABELS,
+)
+UPSTREAM_DURATION = MetricSpec(
+    "portway_upstream_duration_seconds",
+    "histogram",
+    "Time from sending a request upstream to the first response byte, by service.",
+    ("service",),
+)
+RECEIVED_BYTES = MetricSpec(
+    "portway_request_body_bytes_total",
+    "counter",
+    "Request body bytes received from clients, by route and service.",
+    ROUTE_LABELS,
+)
+SENT_BYTES = MetricSpec(
+    "portway_response_bytes_total",
+    "counter",
+    "Response bytes (head and body) sent to clients, by route and service.",
+    ROUTE_LABELS,
+)
+CONNECTIONS_OPEN = MetricSpec(
+    "portway_client_connections_open", "gauge", "Client connections open, all workers."
+)
+CONNECTIONS = MetricSpec(
+    "portway_client_connections_total", "counter", "Client connections accepted, all workers."
+)
+RETRIES = MetricSpec(
+    "portway_retries_total", "counter", "Requests retried on another try, by service.", ("service",)
+)
+OVERFLOWS = MetricSpec(
+    "portway_circuit_breaker_overflows_total",
+    "counter",
+    "Requests refused with 503 because a circuit-breaker limit was reached, by service and limit.",
+    ("service", "limit"),
+)
+LOCAL_ERRORS = MetricSpec(
+    "portway_local_errors_total",
+    "counter",
+    "Error responses the gateway wrote itself, by cause (the portway-error header).",
+    ("cause",),
+)
+INSTANCE_HEALTHY = MetricSpec(
+    "portway_instance_healthy",
+    "gauge",
+    "1 if the instance is healthy (or its service has no health check), 0 if not.",
+    ("service", "instance"),
+)
+INSTANCE_EJECTED = MetricSpec(
+    "portway_instance_ejected",
+    "gauge",
+    "1 if the outlier detection of any worker holds the instance ejected, else 0.",
+    ("service", "instance"),
+)
+INSTANCE_ACTIVE = MetricSpec(
+    "portway_instance_active_requests",
+    "gauge",
+    "Requests in flight to the instance, all workers.",
+    ("service", "instance"),
+)
+RELOADS = MetricSpec(
+    "portway_config_reloads_total",
+    "counter",
+    "Config reloads (SIGHUP), by result: success or failure.",
+    ("result",),
+)
+LAST_RELOAD = MetricSpec(
+    "portway_config_last_reload_success_timestamp_seconds",
+    "gauge",
+    "Unix time of the last successful config reload; 0 if none since start.",
+)
+WORKERS = MetricSpec(
+    "portway_workers_reporting", "gauge", "Worker processes whose statistics are included."
+)
+
+ALL = (
+    REQUESTS,
+    REQUEST_DURATION,
+    UPSTREAM_DURATION,
+    RECEIVED_BYTES,
+    SENT_BYTES,
+    CONNECTIONS_OPEN,
+    CONNECTIONS,
+    RETRIES,
+    OVERFLOWS,
+    LOCAL_ERRORS,
+    INSTANCE_HEALTHY,
+    INSTANCE_EJECTED,
+    INSTANCE_ACTIVE,
+    RELOADS,
+    LAST_RELOAD,
+    WORKERS,
+)
+
+InstanceHealth = Mapping[tuple[str, str], HealthState]  # (service, address) -> state
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsView:
+    """What one scrape renders: the totals, the health board's states, the instances configured."""
+
+    totals: Totals
+    health: InstanceHealth  # instances of services with a health check, from the board
+    instances: tuple[tuple[str, str], ...]  # (service, address) of the current config
+
+
+def _counter(spec: MetricSpec, rows: Mapping[tuple[str, ...], int]) -> Metric:
+    family = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
+    for labels, value in sorted(rows.items()):
+        family.add_metric(labels, value)
+    return family
+
+
+def _gauge(spec: MetricSpec, rows: Mapping[tuple[str, ...], float]) -> Metric:
+    family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+    for labels, value in sorted(rows.items()):
+        family.add_metric(labels, value)
+    return family
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as Prometheus clients write ``le``: ``0.005``, ``1.0``, ``10.0``."""
+    return repr(float(bound))
+
+
+def _histogram(
+    spec: MetricSpec, buckets: tuple[float, ...], rows: Mapping[tuple[str, ...], HistogramData]
+) -> Metric:
+    family = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
+    bounds = [_le(b) for b in buckets] + ["+Inf"]
+    for labels, (counts, total) in sorted(rows.items()):
+        cumulative: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip(bounds, counts, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        family.add_metric(labels, cumulative, total)
+    return family
+
+
+def families(view: MetricsView) -> Iterator[Metric]:
+    totals = view.totals
+    yield _counter(REQUESTS, totals.requests)
+    yield _histogram(REQUEST_DURATION, totals.buckets, totals.duration)
+    yield _histogram(UPSTREAM_DURATION, totals.buckets, totals.upstream_duration)
+    yield _counter(RECEIVED_BYTES, totals.bytes_in)
+    yield _counter(SENT_BYTES, totals.bytes_out)
+    yield _gauge(CONNECTIONS_OPEN, {(): totals.connections_open})
+    yield _counter(CONNECTIONS, {(): totals.connections_total})
+    yield _counter(RETRIES, totals.retries)
+    yield _counter(OVERFLOWS, totals.overflows)
+    yield _counter(LOCAL_ERRORS, totals.errors)
+    healthy: dict[tuple[str, ...], float] = {}
+    ejected: dict[tuple[str, ...], float] = {}
+    active: dict[tuple[str, ...], float] = {}
+    for key in view.instances:
+        reported = totals.instances.get(key)
+        state = view.health.get(key)
+        # Without a state on the board (no health check, or the board follows another config for
+        # a moment) the workers' own view decides.
+        up = (
+            state != HealthState.UNHEALTHY
+            if state is not None
+            else reported is None or reported.healthy
+        )
+        healthy[key] = 1.0 if up else 0.0
+        ejected[key] = 1.0 if reported is not None and reported.ejected_by else 0.0
+        active[key] = float(reported.active) if reported is not None else 0.0
+    yield _gauge(INSTANCE_HEALTHY, healthy)
+    yield _gauge(INSTANCE_EJECTED, ejected)
+    yield _gauge(INSTANCE_ACTIVE, active)
+    reloads: dict[tuple[str, ...], int] = {
+        ("success",): totals.reloads_ok,
+        ("failure",): totals.reloads_failed,
+    }
+    yield _counter(RELOADS, reloads)
+    yield _gauge(LAST_RELOAD, {(): totals.last_reload_ok})
+    yield _gauge(WORKERS, {(): totals.workers})
+
+
+class _ViewCollector(Collector):
+    def __init__(self, view: Callable[[], MetricsView]) -> None:
+        self._view = view
+
+    def collect(self) -> Iterator[Metric]:
+        return families(self._view())
+
+
+def registry_for(view: Callable[[], MetricsView]) -> CollectorRegistry:
+    """A registry whose only collector renders ``view()`` at each scrape (no process metrics:
+    the admin process's own CPU and memory would be mistaken for the gateway's)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_ViewCollector(view))
+    return registry
+
+
+def render(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
+    """The exposition for an ``Accept`` header: (body, content type)."""
+    encoder, content_type = choose_encoder(accept)
+    return encoder(registry), content_type

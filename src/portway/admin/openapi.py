@@ -1,0 +1,198 @@
+"""The OpenAPI 3.1 document of the admin API (``/openapi.json``).
+
+Built, not written by hand, where it can be: the ``Config`` schema comes from the pydantic model
+the loader validates with, so the document cannot drift from what ``/config`` returns. Security is
+declared only when a token is configured, since only then is it required.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portway.config.model import Config
+
+_REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required if required is not None else list(properties),
+    }
+
+
+_STRING = {"type": "string"}
+_STRINGS = {"type": "array", "items": _STRING}
+_INT = {"type": "integer"}
+_BOOL = {"type": "boolean"}
+
+_SCHEMAS: dict[str, Any] = {
+    "Health": _object({"status": {"const": "ok"}}),
+    "Readiness": _object(
+        {
+            "ready": _BOOL,
+            "reason": {**_STRING, "description": "Why not ready, or `ready`."},
+            "workers": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "worker": _INT,
+                        "ready": _BOOL,
+                        "pid": _INT,
+                        "generation": _INT,
+                        "current_config": _BOOL,
+                        "report_age_seconds": {"type": "number"},
+                        "requests": {**_INT, "description": "Requests this process answered."},
+                    },
+                    ["worker", "ready"],
+                ),
+            },
+        }
+    ),
+    "Route": _object(
+        {
+            "name": _STRING,
+            "index": {**_INT, "description": "Position in the config's route list."},
+            "hosts": _STRINGS,
+            "path_type": {"enum": ["exact", "prefix", "regex"]},
+            "path": _STRING,
+            "matchers": {**_STRINGS, "description": "Methods, headers and query rules."},
+            "service": _STRING,
+        }
+    ),
+    "Routes": _object(
+        {
+            "host_tables": {
+                "type": "array",
+                "description": "In the order hosts are tried: exact, wildcard, any host.",
+                "items": _object(
+                    {
+                        "host": _STRING,
+                        "title": _STRING,
+                        "routes": {
+                            "type": "array",
+                            "description": "In the order they are tried.",
+                            "items": _ref("Route"),
+                        },
+                    }
+                ),
+            },
+            "diagnostics": {**_STRINGS, "description": "Routes skipped or unreachable, and why."},
+        }
+    ),
+    "Instance": _object(
+        {
+            "address": _STRING,
+            "weight": _INT,
+            "health": {"enum": ["healthy", "unhealthy", "pending", "unchecked"]},
+            "healthy": _BOOL,
+            "ejected": {**_BOOL, "description": "Ejected by the outlier detection of any worker."},
+            "ejected_by_workers": _INT,
+            "active_requests": _INT,
+        }
+    ),
+    "Services": _object(
+        {
+            "services": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "name": _STRING,
+                        "algorithm": _STRING,
+                        "health_check": _BOOL,
+                        "retries": _INT,
+                        "instances": {"type": "array", "items": _ref("Instance")},
+                    }
+                ),
+            }
+        }
+    ),
+}
+
+
+def _json(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _text(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/plain": {"schema": _STRING}}}
+
+
+def _get(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"get": {"summary": summary, "responses": responses, **extra}}
+
+
+def openapi_document(token_required: bool) -> dict[str, Any]:
+    config_schema = Config.model_json_schema(mode="serialization", ref_template=_REF)
+    schemas = {**_SCHEMAS, **config_schema.pop("$defs", {}), "Config": config_schema}
+    paths: dict[str, Any] = {
+        "/healthz": _get(
+            "Liveness: 200 once the admin API serves.", {"200": _json("Health", "Up")}
+        ),
+        "/readyz": _get(
+            "Readiness: 200 only when every worker serves the current config.",
+            {"200": _json("Readiness", "Ready"), "503": _json("Readiness", "Not ready")},
+        ),
+        "/config": _get(
+            "The config being served (the admin token redacted).",
+            {"200": _json("Config", "The config")},
+        ),
+        "/routes": _get(
+            "The compiled routing table, per host, in the order rules are tried.",
+            {
+                "200": {
+                    "description": "The table",
+                    "content": {
+                        "application/json": {"schema": _ref("Routes")},
+                        "text/plain": {"schema": _STRING},
+                    },
+                }
+            },
+            parameters=[
+                {
+                    "name": "format",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"enum": ["json", "text"], "default": "json"},
+                    "description": "`text`: the table as `portway routes` prints it.",
+                }
+            ],
+        ),
+        "/services": _get(
+            "Services with their instances, health and ejections.",
+            {"200": _json("Services", "The services")},
+        ),
+        "/metrics": _get(
+            "Prometheus metrics, summed across worker processes.",
+            {"200": _text("Prometheus text format (OpenMetrics when the Accept header asks)")},
+        ),
+        "/openapi.json": _get(
+            "This document.",
+            {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
+        ),
+    }
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Portway admin API",
+            "version": "1",
+            "description": "Health, configuration, routes, services and metrics of a Portway "
+            "gateway, on its own listener (`admin.address`).",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+    if token_required:
+        document["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "`admin.token`"}
+        }
+        document["security"] = [{"bearer": []}]
+        unauthorized = {"description": "Missing or wrong bearer token"}
+        for item in paths.values():
+            item["get"]["responses"]["401"] = unauthorized
+    return document

@@ -1,0 +1,122 @@
+"""The JSON bodies of ``/config``, ``/routes`` and ``/services``.
+
+Built from the config the admin API serves (the same one the workers serve, by fingerprint) and the
+aggregated totals; ``/routes`` runs the real ``compile_routes``, so what it shows is the table the
+workers select from, in the order they try it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portway.admin.aggregate import Totals
+from portway.admin.metrics import InstanceHealth
+from portway.config.model import Config
+from portway.health.state import HealthState
+from portway.routing import CompiledRoute, HostTable, RouteTable, compile_routes, render_table
+
+REDACTED = "<redacted>"
+
+
+class ServiceName:
+    """What a route targets in the admin's table: the service's name, no sockets."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def config_json(config: Config) -> dict[str, Any]:
+    """The config as JSON, the admin token replaced: whoever reads it already has the token, but
+    it must not end up in a dashboard, a log or a support ticket."""
+    data: dict[str, Any] = config.model_dump(mode="json")
+    if data.get("admin", {}).get("token") is not None:
+        data["admin"]["token"] = REDACTED
+    return data
+
+
+def route_table(config: Config) -> RouteTable[ServiceName]:
+    names = {name: ServiceName(name) for name in config.services}
+    return compile_routes(config.routes, names, merge_slashes=config.server.merge_slashes)
+
+
+def routes_text(config: Config) -> str:
+    return render_table(route_table(config)) + "\n"
+
+
+def _route(route: CompiledRoute[ServiceName]) -> dict[str, Any]:
+    return {
+        "name": route.name,
+        "index": route.index,
+        "hosts": list(route.hosts),
+        "path_type": route.path_type,
+        "path": route.path,
+        "matchers": [m.describe() for m in route.matchers],
+        "service": route.target.name,
+    }
+
+
+def _host_table(table: HostTable[ServiceName]) -> dict[str, Any]:
+    """A host table's routes in the order they are tried: exact, regex, prefix longest first."""
+    ordered: list[CompiledRoute[ServiceName]] = []
+    for path in sorted(table.exact):
+        ordered.extend(table.exact[path])
+    for _pattern, group in table.regex:
+        ordered.extend(group)
+    for key in sorted(table.prefix, key=lambda k: (-len(k), k)):
+        ordered.extend(table.prefix[key])
+    return {"host": table.label, "title": table.title, "routes": [_route(r) for r in ordered]}
+
+
+def routes_json(config: Config) -> dict[str, Any]:
+    table = route_table(config)
+    return {
+        "host_tables": [_host_table(t) for t in table.host_tables()],
+        "diagnostics": list(table.diagnostics),
+    }
+
+
+def _health(checked: bool, state: HealthState | None, workers_say_healthy: bool) -> str:
+    if not checked:
+        return "unchecked"
+    if state is None:  # checked in-process, or the board follows another config for a moment
+        return "healthy" if workers_say_healthy else "unhealthy"
+    return {
+        HealthState.UNKNOWN: "pending",
+        HealthState.HEALTHY: "healthy",
+        HealthState.UNHEALTHY: "unhealthy",
+    }[state]
+
+
+def services_json(config: Config, totals: Totals, health: InstanceHealth) -> dict[str, Any]:
+    services = []
+    for name, service in sorted(config.services.items()):
+        checked = service.health_check is not None
+        instances = []
+        for instance in service.instances:
+            key = (name, instance.address)
+            reported = totals.instances.get(key)
+            state = _health(checked, health.get(key), reported is None or reported.healthy)
+            instances.append(
+                {
+                    "address": instance.address,
+                    "weight": instance.weight,
+                    "health": state,
+                    "healthy": state != "unhealthy",
+                    "ejected": reported is not None and reported.ejected_by > 0,
+                    "ejected_by_workers": reported.ejected_by if reported is not None else 0,
+                    "active_requests": reported.active if reported is not None else 0,
+                }
+            )
+        services.append(
+            {
+                "name": name,
+                "algorithm": service.algorithm,
+                "health_check": checked,
+                "retries": totals.retries.get((name,), 0),
+                "instances": instances,
+            }
+        )
+    return {"services": services}
