@@ -437,9 +437,7 @@ class Exchange:
 
     # -- response side (called by the upstream connection) ----------------------------------------
 
-    def response_head(
-        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], chunked: bool
-    ) -> None:
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         if status < 200:
             if not self.http10:  # HTTP/1.0 clients do not understand interim responses
                 self.out.append(b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason))

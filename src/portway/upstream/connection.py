@@ -21,7 +21,7 @@ class ResponseSink(Protocol):
     head_request: bool
 
     def response_head(
-        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], chunked: bool
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     ) -> None: ...
     def response_body(self, data: bytes) -> None: ...
     def response_trailer(self, name: bytes, value: bytes) -> None: ...
@@ -137,12 +137,12 @@ class UpstreamConnection(asyncio.Protocol):
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             # Interim response (e.g. 100 Continue): llhttp completes it as a message of its own.
-            exchange.response_head(status, self.reason, self.headers, False)
+            exchange.response_head(status, self.reason, self.headers)
             self.reason, self.headers = b"", []
             return
         self.head_done = True
         self.keep_alive = parser.should_keep_alive()
-        exchange.response_head(status, self.reason, self.headers, False)
+        exchange.response_head(status, self.reason, self.headers)
         if self.exchange is None:  # abandoned for a retry
             return
         if exchange.head_request:
