@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 from portway.balancing import Endpoint
 from portway.messages import Request
-from portway.observability.access_log import Entry
 from portway.proxy import response_head, responses
+from portway.proxy.accounting import account
 from portway.proxy.service import Service
 from portway.upstream.connection import UpstreamConnection
 from portway.upstream.forward import HOP_BY_HOP
@@ -663,62 +663,10 @@ class Exchange:
         self._finish(True)
         self.client.abort()
 
-    def _account(self) -> None:
-        """Count this exchange in the worker's statistics and access log (once, at its end)."""
-        client = self.client
-        now = _monotonic()
-        service = self.service
-        route = self.route_name
-        service_name = service.name if service is not None else ""
-        status = self.status or 499  # the client went away before any answer (nginx's 499)
-        t_sent = self.t_sent
-        upstream_seconds = (self.t_first_byte or now) - t_sent if t_sent else -1.0
-        request = self.request
-        cause = self.cause
-        client.stats.record(
-            route,
-            service_name,
-            request.method,
-            status,
-            now - self.t_start,
-            upstream_seconds,
-            self.body_received,
-            self.bytes_out,
-            cause,
-        )
-        if cause is not None and service is not None:
-            limit = _OVERFLOWS.get(cause)
-            if limit is not None:
-                client.stats.overflowed(service_name, limit)
-        access_log = client.access_log
-        if access_log is not None:
-            endpoint = self.tried[-1] if self.endpoint is None and self.tried else self.endpoint
-            access_log.add(
-                Entry(
-                    self.t_start,
-                    now,
-                    t_sent,
-                    self.t_first_byte,
-                    self.t_connect,
-                    request,
-                    "1.0" if self.http10 else "1.1",
-                    status,
-                    self.body_received,
-                    self.bytes_out,
-                    route,
-                    service_name,
-                    endpoint.address if endpoint is not None else "",
-                    self.attempt,
-                    cause.decode("ascii") if cause is not None else "",
-                    request.client_ip,
-                    request.request_id,
-                )
-            )
-
     def _release(self) -> None:
         """Give back everything this exchange holds: counters, endpoint, connection, timers."""
         self.finished = True
-        self._account()
+        account(self)
         service = self.service
         if service is not None:
             if self.counted:
@@ -758,11 +706,6 @@ class Exchange:
 
 _NO_FRAMING = response_head.Framing()
 _monotonic = time.monotonic
-_OVERFLOWS = {
-    responses.OVERFLOW_REQUESTS: "max_requests",
-    responses.OVERFLOW_CONNECTIONS: "max_connections",
-    responses.OVERFLOW_PENDING: "max_pending",
-}
 
 
 def _describe(exc: BaseException) -> str:

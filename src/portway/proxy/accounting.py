@@ -1,0 +1,78 @@
+"""What an exchange leaves behind when it ends: a count in the worker's statistics and, when
+enabled, an access log entry. Raw values only; the writer thread and the admin process derive the
+rest (dates, milliseconds, rates)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from portway.observability.access_log import Entry
+from portway.proxy import responses
+
+if TYPE_CHECKING:
+    from portway.proxy.exchange import Exchange
+
+_monotonic = time.monotonic
+_OVERFLOWS = {
+    responses.OVERFLOW_REQUESTS: "max_requests",
+    responses.OVERFLOW_CONNECTIONS: "max_connections",
+    responses.OVERFLOW_PENDING: "max_pending",
+}
+
+
+def account(exchange: Exchange) -> None:
+    """Count this exchange in the worker's statistics and access log (once, at its end)."""
+    client = exchange.client
+    now = _monotonic()
+    service = exchange.service
+    route = exchange.route_name
+    service_name = service.name if service is not None else ""
+    status = exchange.status or 499  # the client went away before any answer (nginx's 499)
+    t_sent = exchange.t_sent
+    upstream_seconds = (exchange.t_first_byte or now) - t_sent if t_sent else -1.0
+    request = exchange.request
+    cause = exchange.cause
+    client.stats.record(
+        route,
+        service_name,
+        request.method,
+        status,
+        now - exchange.t_start,
+        upstream_seconds,
+        exchange.body_received,
+        exchange.bytes_out,
+        cause,
+    )
+    if cause is not None and service is not None:
+        limit = _OVERFLOWS.get(cause)
+        if limit is not None:
+            client.stats.overflowed(service_name, limit)
+    access_log = client.access_log
+    if access_log is not None:
+        endpoint = (
+            exchange.tried[-1]
+            if exchange.endpoint is None and exchange.tried
+            else exchange.endpoint
+        )
+        access_log.add(
+            Entry(
+                exchange.t_start,
+                now,
+                t_sent,
+                exchange.t_first_byte,
+                exchange.t_connect,
+                request,
+                "1.0" if exchange.http10 else "1.1",
+                status,
+                exchange.body_received,
+                exchange.bytes_out,
+                route,
+                service_name,
+                endpoint.address if endpoint is not None else "",
+                exchange.attempt,
+                cause.decode("ascii") if cause is not None else "",
+                request.client_ip,
+                request.request_id,
+            )
+        )
