@@ -1,4 +1,4 @@
-"""The ``portway`` command: run, validate, routes, explain, demo."""
+"""The ``portway`` command: run, validate, routes, explain, demo, top."""
 
 from __future__ import annotations
 
@@ -255,6 +255,33 @@ def demo(
 
     _setup_logging()
     raise typer.Exit(run_demo(listen, None if admin.strip().lower() == "none" else admin))
+
+
+@app.command()
+def top(
+    admin: Annotated[
+        str, typer.Option(help="URL of the admin API (`admin.address`).")
+    ] = "http://127.0.0.1:9901",
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="PORTWAY_ADMIN_TOKEN", help="The admin token, if one is set."),
+    ] = None,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between polls; rates cover this interval.")
+    ] = 1.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Poll twice, print one frame and exit (for scripts).")
+    ] = False,
+) -> None:
+    """Live requests/s, 5xx/s, p50 and p99 per route and service, and instance health, in the
+    terminal (the admin dashboard's numbers). Ctrl-C exits."""
+    from rich.console import Console
+
+    from portway.admin.top import run_top
+
+    if "://" not in admin:
+        admin = "http://" + admin
+    raise typer.Exit(run_top(admin, token, interval, once=once, console=Console()))
 
 
 def main() -> None:

@@ -92,6 +92,8 @@ class Gateway:
             service.refresh()
         if self.ctx.access_log is not None:
             self.ctx.access_log.flush()
+        if self.ctx.tracing is not None:
+            self.ctx.tracing.flush()
 
     def report(self) -> dict[str, Any]:
         """This worker's statistics report; on the loop's thread only."""
@@ -196,6 +198,8 @@ class Gateway:
         self.sweeper.stop()
         if ctx.access_log is not None:
             ctx.access_log.close()
+        if ctx.tracing is not None:
+            ctx.tracing.close()
         for server in self.servers:
             await server.wait_closed()
         self.publish()  # the counts of the last requests outlive this process

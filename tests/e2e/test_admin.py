@@ -15,6 +15,7 @@ from openapi_spec_validator import validate as validate_openapi
 
 from portway.admin.server import ENDPOINTS
 from portway.config.model import Config
+from portway.observability.stats import DURATION_BUCKETS
 from tests.e2e.gateway import GatewayThread
 from tests.support.admin import AdminResponse, admin_get, wait_until
 from tests.support.backends import Backend, refused_port
@@ -74,6 +75,7 @@ def test_health_ready_config_routes_services_and_openapi() -> None:
                 "/config",
                 "/routes",
                 "/services",
+                "/stats",
                 "/metrics",
                 "/openapi.json",
             }
@@ -238,6 +240,7 @@ TOKEN = "s3cret-admin-token"
         "/config",
         "/routes",
         "/services",
+        "/stats",
         "/metrics",
         "/openapi.json",
         "/nowhere",
@@ -262,6 +265,73 @@ def test_every_endpoint_needs_the_token_when_one_is_set(path: str) -> None:
                 validate_openapi(document)
                 assert document["security"] == [{"bearer": []}]
                 assert "401" in document["paths"]["/metrics"]["get"]["responses"]
+
+
+def test_stats_counts_requests_per_route_and_service() -> None:
+    with (
+        Backend("web") as web,
+        Backend("api") as api,
+        GatewayThread(config(web.address, api.address), admin=True) as g,
+    ):
+        for i in range(4):
+            assert request(g.port, "GET", f"/api/{i}").status == 200
+        assert request(g.port, "GET", "/status/500", host="other").status == 500
+        assert request(g.port, "POST", "/", host="other").status == 200
+        before = time.time()
+        stats = admin_get(g.admin_port, "/stats")
+        check_against_openapi(admin_get(g.admin_port, "/openapi.json").json(), "/stats", stats)
+        body = stats.json()
+        assert before <= body["time"] <= time.time()
+        assert body["buckets"] == list(DURATION_BUCKETS)
+        routes = {r["name"]: r for r in body["routes"]}
+        assert list(routes) == ["api", "exact", "posts", "site"]  # config order
+        assert routes["api"]["requests"] == {"1xx": 0, "2xx": 4, "3xx": 0, "4xx": 0, "5xx": 0}
+        assert routes["site"]["requests"]["5xx"] == 1 and routes["posts"]["requests"]["2xx"] == 1
+        assert sum(routes["exact"]["requests"].values()) == 0
+        assert sum(routes["api"]["duration"]["counts"]) == 4
+        assert len(routes["api"]["duration"]["counts"]) == len(DURATION_BUCKETS) + 1
+        assert routes["api"]["hosts"] == ["test.local"] and routes["api"]["path"] == "/api"
+        services = {s["name"]: s for s in body["services"]}
+        assert services["web"]["requests"]["2xx"] == 1 and services["web"]["requests"]["5xx"] == 1
+        assert sum(services["web"]["duration"]["counts"]) == 2
+        assert [i["address"] for i in services["web"]["instances"]] == [web.address]
+        assert body["reloads"] == {"success": 0, "failure": 0, "last_success": None}
+        assert body["workers"] == 1 and body["connections"]["total"] == 6
+
+        assert request(g.port, "GET", "/nothing", host="nowhere.example").status == 200
+        g.reload({**config(web.address, api.address), "routes": []})
+        assert request(g.port, "GET", "/nothing", host="nowhere.example").status == 404
+        body = admin_get(g.admin_port, "/stats").json()
+        # The old routes' counts stay (marked unconfigured); unrouted requests have their row.
+        names = [(r["name"], r["configured"]) for r in body["routes"]]
+        assert names == [
+            ("api", False),
+            ("posts", False),
+            ("site", False),
+            ("(no route)", False),
+        ]
+        assert body["routes"][-1]["requests"]["4xx"] == 1
+        assert body["errors"] == {"no_route": 1}
+        assert body["reloads"]["success"] == 1 and body["reloads"]["last_success"] >= before
+
+
+def test_the_dashboard_is_served_from_the_package_without_the_token() -> None:
+    with Backend("web") as web, Backend("api") as api:
+        cfg = config(web.address, api.address, admin={"address": "127.0.0.1:0", "token": TOKEN})
+        with GatewayThread(cfg, admin=True) as g:
+            page = admin_get(g.admin_port, "/")
+            assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+            assert admin_get(g.admin_port, "/dashboard").body == page.body
+            assert page.headers["content-security-policy"].startswith("default-src 'self'")
+            # Only relative, same-origin assets: nothing from a CDN.
+            assert "http" not in page.text.replace('"http://www.w3.org', "")
+            for asset, kind in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
+                served = admin_get(g.admin_port, f"/dashboard/{asset}")
+                assert served.status == 200 and served.headers["content-type"].startswith(kind)
+                assert f'"dashboard/{asset}"' in page.text
+                assert "://" not in served.text.replace("http://www.w3.org/2000/svg", "")
+            # The page holds no data; the data it polls needs the token.
+            assert admin_get(g.admin_port, "/stats").status == 401
 
 
 def test_unknown_paths_and_other_methods() -> None:

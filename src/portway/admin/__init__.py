@@ -1,4 +1,5 @@
-"""The admin API: health, readiness, config, routes, services and Prometheus metrics.
+"""The admin API: health, readiness, config, routes, services, live stats, Prometheus metrics and
+the dashboard page (``portway top`` is its terminal twin).
 
 Served on its own listener (``admin.address``), by its own process under ``portway run`` or from a
 thread of a single-process ``Gateway``. Workers publish reports (``report``); ``aggregate`` sums

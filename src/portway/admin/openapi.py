@@ -112,6 +112,92 @@ _SCHEMAS: dict[str, Any] = {
             }
         }
     ),
+    "Counts": _object(
+        {
+            "requests": {
+                "type": "object",
+                "description": "Requests answered, cumulative, by status class.",
+                "properties": {c: _INT for c in ("1xx", "2xx", "3xx", "4xx", "5xx")},
+                "required": ["1xx", "2xx", "3xx", "4xx", "5xx"],
+            },
+            "duration": _object(
+                {
+                    "counts": {
+                        "type": "array",
+                        "items": _INT,
+                        "description": "Requests per duration bucket (not cumulative), one per "
+                        "bound in `buckets` and a last one for +Inf.",
+                    },
+                    "sum": {"type": "number", "description": "Seconds, all requests."},
+                }
+            ),
+        }
+    ),
+    "Stats": _object(
+        {
+            "time": {"type": "number", "description": "The server's Unix time of this answer."},
+            "buckets": {
+                "type": "array",
+                "items": {"type": "number"},
+                "description": "Upper bounds of the duration buckets, in seconds.",
+            },
+            "status_classes": _STRINGS,
+            "routes": {
+                "type": "array",
+                "description": "Configured routes in config order, then routes a reload removed, "
+                "then `(no route)`: requests that matched none.",
+                "items": {
+                    "allOf": [
+                        _ref("Counts"),
+                        _object(
+                            {
+                                "name": _STRING,
+                                "service": _STRING,
+                                "hosts": _STRINGS,
+                                "path": _STRING,
+                                "configured": _BOOL,
+                            }
+                        ),
+                    ]
+                },
+            },
+            "services": {
+                "type": "array",
+                "items": {
+                    "allOf": [
+                        _ref("Counts"),
+                        _object(
+                            {
+                                "name": _STRING,
+                                "algorithm": _STRING,
+                                "health_check": _BOOL,
+                                "retries": _INT,
+                                "configured": _BOOL,
+                                "instances": {"type": "array", "items": _ref("Instance")},
+                            }
+                        ),
+                    ]
+                },
+            },
+            "errors": {
+                "type": "object",
+                "additionalProperties": _INT,
+                "description": "Error answers the gateway wrote itself, by `portway-error` cause.",
+            },
+            "reloads": _object(
+                {
+                    "success": _INT,
+                    "failure": _INT,
+                    "last_success": {
+                        "type": ["number", "null"],
+                        "description": "Unix time of the last successful reload; null if none.",
+                    },
+                }
+            ),
+            "connections": _object({"open": _INT, "total": _INT}),
+            "workers": {**_INT, "description": "Worker processes whose counts are included."},
+        }
+    ),
 }
 
 
@@ -166,6 +252,11 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
         "/services": _get(
             "Services with their instances, health and ejections.",
             {"200": _json("Services", "The services")},
+        ),
+        "/stats": _get(
+            "Cumulative counts per route and service for live views (the dashboard, `portway "
+            "top`): a client derives rates and quantiles from two successive answers.",
+            {"200": _json("Stats", "The counts")},
         ),
         "/metrics": _get(
             "Prometheus metrics, summed across worker processes.",

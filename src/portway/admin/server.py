@@ -6,7 +6,11 @@ burst of connections can start, and each connection has a read timeout, so a slo
 holds one thread for seconds at most.
 
 Every endpoint requires ``Authorization: Bearer <admin.token>`` when a token is configured (the
-config refuses an address off loopback without one); the comparison is constant-time.
+config refuses an address off loopback without one); the comparison is constant-time. The one
+exception is the dashboard's static files (``/``, ``/dashboard`` and its script and style sheet):
+they hold no data, and a browser cannot send a header when it opens a page. The page reads the
+token from its URL fragment (``#token=...``, never sent to the server) and sends it with every
+request for data.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from portway.admin.live import stats_json
 from portway.admin.metrics import render
 from portway.admin.openapi import openapi_document
 from portway.admin.sources import AdminState
@@ -44,6 +50,15 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
 
     def do_GET(self) -> None:  # the name http.server dispatches to
+        url = urlsplit(self.path)
+        asset = ASSETS.get(url.path)
+        if asset is not None:
+            try:
+                self._send_asset(*asset)
+            except Exception:
+                log.exception("admin: GET %s failed", url.path)
+                self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})
+            return
         state = self.server.state
         token = state.source.config().admin.token
         if token is not None and not _authorized(self.headers.get("Authorization"), token):
@@ -53,7 +68,6 @@ class _Handler(BaseHTTPRequestHandler):
                 {"WWW-Authenticate": 'Bearer realm="portway-admin"'},
             )
             return
-        url = urlsplit(self.path)
         route = _ROUTES.get(url.path)
         if route is None:
             self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {url.path}"})
@@ -95,12 +109,27 @@ class _Handler(BaseHTTPRequestHandler):
         seen = self.server.state.observe()
         self._send_json(HTTPStatus.OK, services_json(seen.config, seen.totals, seen.health))
 
+    def stats(self, query: dict[str, list[str]], secured: bool) -> None:
+        seen = self.server.state.observe()
+        self._send_json(HTTPStatus.OK, stats_json(seen.config, seen.totals, seen.health))
+
     def metrics(self, query: dict[str, list[str]], secured: bool) -> None:
         body, content_type = render(self.server.state.registry, self.headers.get("Accept", ""))
         self._send(HTTPStatus.OK, body, content_type)
 
     def openapi(self, query: dict[str, list[str]], secured: bool) -> None:
         self._send_json(HTTPStatus.OK, openapi_document(secured))
+
+    def _send_asset(self, name: str, content_type: str) -> None:
+        body = files("portway.admin").joinpath("dashboard", name).read_bytes()
+        # Everything the page loads comes from this listener: no CDN, no inline script.
+        headers = {
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+            "frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        }
+        self._send(HTTPStatus.OK, body, content_type, headers)
 
     # -- responses ---------------------------------------------------------------------------------
 
@@ -137,10 +166,18 @@ _ROUTES = {
     "/config": _Handler.config,
     "/routes": _Handler.routes,
     "/services": _Handler.services,
+    "/stats": _Handler.stats,
     "/metrics": _Handler.metrics,
     "/openapi.json": _Handler.openapi,
 }
 ENDPOINTS = tuple(_ROUTES)
+_PAGE = ("index.html", "text/html; charset=utf-8")
+ASSETS = {  # the dashboard, shipped in the package (admin/dashboard/): path -> (file, type)
+    "/": _PAGE,
+    "/dashboard": _PAGE,
+    "/dashboard/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+    "/dashboard/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+}
 
 
 def _authorized(header: str | None, token: str) -> bool:

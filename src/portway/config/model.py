@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from portway.config.observability import AccessLogConfig, AdminConfig
+from portway.config.observability import AccessLogConfig, AdminConfig, TracingConfig
 from portway.config.resilience import (
     CircuitBreakerConfig,
     HealthCheckConfig,
@@ -98,6 +98,9 @@ class ServerConfig(Model):
     # RFC 3986 keeps "//" meaningful, so merging is opt-in.
     merge_slashes: bool = Field(False, description="Merge repeated slashes in request paths.")
     access_log: AccessLogConfig = Field(AccessLogConfig(), description="One line per request.")
+    tracing: TracingConfig = Field(
+        TracingConfig(), description="W3C trace context (always) and OpenTelemetry spans."
+    )
 
 
 # -------------------------------------------------------------------------------------- services

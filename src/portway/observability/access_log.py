@@ -167,9 +167,9 @@ def _json(fields: dict[str, Any]) -> str:
 def _common(fields: dict[str, Any]) -> str:
     size = str(fields["bytes_out"]) if fields["bytes_out"] else "-"
     return (
-        f'{fields["client_ip"] or "-"} - - [{_clf_time(fields["time"])}] '
+        f"{fields['client_ip'] or '-'} - - [{_clf_time(fields['time'])}] "
         f'"{fields["method"]} {_quote(fields["path"])} HTTP/{fields["http_version"]}" '
-        f'{fields["status"]} {size}\n'
+        f"{fields['status']} {size}\n"
     )
 
 

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from portway.observability.access_log import Entry
+from portway.observability.trace_context import Finished
 from portway.proxy import responses
 
 if TYPE_CHECKING:
@@ -48,6 +49,20 @@ def account(exchange: Exchange) -> None:
         limit = _OVERFLOWS.get(cause)
         if limit is not None:
             client.stats.overflowed(service_name, limit)
+    tracing = client.tracing
+    if tracing is not None and exchange.trace.recording:
+        tracing.add(
+            Finished(
+                exchange.trace,
+                request,
+                exchange.t_start,
+                now,
+                status,
+                route,
+                service_name,
+                cause.decode("ascii") if cause is not None else "",
+            )
+        )
     access_log = client.access_log
     if access_log is not None:
         endpoint = (

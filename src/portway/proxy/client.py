@@ -10,6 +10,7 @@ from portway.observability.access_log import AccessLog
 from portway.observability.stats import WorkerStats
 
 if TYPE_CHECKING:
+    from portway.observability.tracing import Tracing
     from portway.proxy.exchange import Exchange
 
 
@@ -21,6 +22,7 @@ class ClientSide(Protocol):
     write_paused: bool  # the client's transport buffer is full (asyncio pause_writing)
     stats: WorkerStats
     access_log: AccessLog | None
+    tracing: Tracing | None
 
     @property
     def draining(self) -> bool: ...

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from portway.balancing import Endpoint
 from portway.messages import Request
+from portway.observability.trace_context import Propagator, TraceContext
 from portway.proxy import response_head, responses
 from portway.proxy.accounting import account
 from portway.proxy.service import Service
@@ -92,6 +93,7 @@ class Exchange:
         "t_sent",
         "t_start",
         "target",
+        "trace",
         "trailers",
         "tried",
         "upstream",
@@ -114,6 +116,7 @@ class Exchange:
         self.status = 0
         self.cause: bytes | None = None
         self.bytes_out = 0
+        self.trace: TraceContext = _NO_TRACE
         self.client = client
         self.request = request
         self.request_id = request_id
@@ -270,6 +273,7 @@ class Exchange:
             return
         self.endpoint = endpoint
         endpoint.active += 1
+        self.trace.begin_try(endpoint.address, _monotonic())
         if not self._acquire():
             if service.max_pending and len(service.waiting) < service.max_pending:
                 self.waiting = True
@@ -337,6 +341,7 @@ class Exchange:
     def _connect_failed(self, endpoint: Endpoint, exc: BaseException) -> None:
         service = self.service
         assert service is not None
+        self.trace.end_try(_monotonic(), error="connect")
         service.failed(endpoint, "connect")
         self._leave_endpoint()
         self.tried.append(endpoint)
@@ -346,6 +351,7 @@ class Exchange:
             if nxt is not None:
                 self.endpoint = nxt
                 nxt.active += 1
+                self.trace.begin_try(nxt.address, _monotonic())
                 if not self._acquire():
                     self.fail(
                         503,
@@ -374,8 +380,8 @@ class Exchange:
         self.upstream = upstream
         host = service.host_header(endpoint) if service.rewrite_host else self.authority
         parts = [
-            b"%s %s HTTP/1.1\r\nhost: %s\r\n%s"
-            % (self.method, self.target, host, self.headers_rest)
+            b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%s"
+            % (self.method, self.target, host, self.trace.upstream_lines(), self.headers_rest)
         ]
         parts.extend(self.pending)
         self.pending.clear()
@@ -445,6 +451,7 @@ class Exchange:
         service = self.service
         endpoint = self.endpoint
         assert service is not None and endpoint is not None
+        self.trace.end_try(_monotonic(), status=status)
         if status >= 500:
             service.failed(endpoint, "5xx")
             upstream = self.upstream
@@ -550,6 +557,7 @@ class Exchange:
             service.open_connections += 1
             self.connect_task = self.client.loop.create_task(self._connect(endpoint))
             return
+        self.trace.end_try(_monotonic(), error="reset")
         service.failed(endpoint, "reset")
         if self._may_retry():
             self._retry(connection)
@@ -573,6 +581,7 @@ class Exchange:
         service = self.service
         endpoint = self.endpoint
         assert service is not None and endpoint is not None
+        self.trace.end_try(_monotonic(), error="timeout")
         service.failed(endpoint, "timeout")
         if self._may_retry():
             self._retry(connection)
@@ -705,6 +714,7 @@ class Exchange:
 
 
 _NO_FRAMING = response_head.Framing()
+_NO_TRACE = Propagator().start(None, None)  # replaced per exchange; local answers keep it
 _monotonic = time.monotonic
 
 

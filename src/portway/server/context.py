@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from portway.config.model import ServerConfig
 from portway.dataplane import Snapshot
 from portway.deadlines import Sweeper
 from portway.observability.access_log import AccessLog
 from portway.observability.stats import WorkerStats
+from portway.observability.trace_context import Propagator
+
+if TYPE_CHECKING:
+    from portway.observability.tracing import Tracing
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -59,6 +64,17 @@ class WorkerContext:
         self.draining = False
         self.stats = WorkerStats()
         self.access_log = AccessLog(server.access_log) if server.access_log.enabled else None
+        self.tracing: Tracing | None = None
+        if server.tracing.enabled:
+            # Imported only when spans are exported: the OpenTelemetry SDK takes ~0.25 s to load.
+            from portway.observability.tracing import Tracing
+
+            self.tracing = Tracing(server.tracing)
+        self.propagator = (
+            self.tracing.propagator
+            if self.tracing is not None
+            else Propagator(server.tracing.sample_ratio)
+        )
 
     @property
     def smallest_timeout(self) -> float:

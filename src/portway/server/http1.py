@@ -78,6 +78,7 @@ class ClientConnection(asyncio.Protocol):
         "queue",
         "stats",
         "sweeper",
+        "tracing",
         "trailers",
         "transport",
         "url",
@@ -90,6 +91,7 @@ class ClientConnection(asyncio.Protocol):
         self.sweeper = ctx.sweeper
         self.stats = ctx.stats
         self.access_log = ctx.access_log
+        self.tracing = ctx.tracing
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self.port = port
         self.proto = proto
@@ -342,6 +344,7 @@ class ClientConnection(asyncio.Protocol):
             http10=version == "1.0",
             max_body=ctx.max_body,
         )
+        exchange.trace = ctx.propagator.start(fields.traceparent, fields.tracestate)
         has_body = transfer_encoding is not None or (
             content_length is not None and content_length != b"0"
         )

@@ -69,7 +69,7 @@ class ClientInfo:
 
 # What a request header name means to the gateway, looked up once per header line.
 HOST, CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, REQUEST_ID, EXPLAIN, TE, HOP = range(1, 9)
-XFF, XF_PROTO, XF_HOST, XF_PORT, FORWARDED = range(9, 14)
+XFF, XF_PROTO, XF_HOST, XF_PORT, FORWARDED, TRACEPARENT, TRACESTATE = range(9, 16)
 _REQUEST_FIELD_KIND = {
     b"host": HOST,
     b"content-length": CONTENT_LENGTH,
@@ -87,6 +87,9 @@ _REQUEST_FIELD_KIND = {
     b"x-forwarded-host": XF_HOST,
     b"x-forwarded-port": XF_PORT,
     b"forwarded": FORWARDED,
+    # W3C trace context: the gateway writes its own (continued or new) to the upstream.
+    b"traceparent": TRACEPARENT,
+    b"tracestate": TRACESTATE,
 }
 _kind_of = _REQUEST_FIELD_KIND.get
 
@@ -105,6 +108,8 @@ class RequestFields:
         "lines",
         "request_id",
         "te_trailers",
+        "traceparent",
+        "tracestate",
         "transfer_encoding",
         "xf_host",
         "xf_port",
@@ -115,7 +120,7 @@ class RequestFields:
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
         lines: list[bytes] = []
         host = content_length = transfer_encoding = connection = request_id = None
-        xff = xf_proto = xf_host = xf_port = forwarded = None
+        xff = xf_proto = xf_host = xf_port = forwarded = traceparent = tracestate = None
         host_count = 0
         explain = te_trailers = False
         for name, value in headers:
@@ -148,6 +153,10 @@ class RequestFields:
                 xf_host = value
             elif kind == XF_PORT:
                 xf_port = value
+            elif kind == TRACEPARENT:
+                traceparent = value if traceparent is None else traceparent + b"," + value
+            elif kind == TRACESTATE:
+                tracestate = value if tracestate is None else tracestate + b"," + value
         self.lines = lines
         self.host = host
         self.host_count = host_count
@@ -162,6 +171,8 @@ class RequestFields:
         self.xf_host = xf_host
         self.xf_port = xf_port
         self.forwarded = forwarded
+        self.traceparent = traceparent
+        self.tracestate = tracestate
 
     def upstream_lines(
         self,

@@ -1,0 +1,131 @@
+"""The admin dashboard in a real headless Chromium (Selenium, chromedriver).
+
+Traffic of known size goes through a gateway; the page, opened with the admin token in its URL
+fragment, must show exactly those counts and each instance's health, log nothing at error level on
+the console, and compute the same rates and quantiles as ``portway.admin.rates`` on the same two
+``/stats`` answers. A screenshot is saved to ``test-artifacts/dashboard.png``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from portway.admin.rates import live_numbers
+from tests.e2e.gateway import GatewayThread
+from tests.e2e.test_admin import config
+from tests.support.admin import admin_get, wait_until
+from tests.support.backends import Backend
+from tests.support.browser import chromium, console_errors
+from tests.support.client import request
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+TOKEN = "dashboard-token"
+API_REQUESTS = 60  # sent over about 3 s while the page polls, so its charts have a shape
+SITE_OK = 2
+SITE_ERRORS = 3
+
+
+def text(driver: Any, selector: str) -> str | None:
+    """The text of the element ``selector`` finds, read in one script: the page replaces its
+    tables on every poll, so an element found by one WebDriver call may be gone by the next."""
+    value: str | None = driver.execute_script(
+        "const found = document.querySelector(arguments[0]);"
+        "return found === null ? null : found.textContent;",
+        selector,
+    )
+    return value
+
+
+def test_the_dashboard_shows_the_traffic_sent_and_instance_health(tmp_path: Path) -> None:
+    with Backend("web") as web, Backend("api") as api:
+        cfg = config(web.address, api.address, admin={"address": "127.0.0.1:0", "token": TOKEN})
+        cfg["services"]["web"]["health_check"] = {
+            "type": "tcp",
+            "interval": "100ms",
+            "jitter": 0,
+            "unhealthy_threshold": 1,
+            "healthy_threshold": 1,
+        }
+        with GatewayThread(cfg, admin=True) as g, chromium(tmp_path / "profile") as driver:
+            statuses: list[int] = []
+
+            def send_api_traffic() -> None:
+                for i in range(API_REQUESTS):
+                    statuses.append(request(g.port, "GET", f"/api/{i}").status)
+                    time.sleep(0.05)
+
+            for _ in range(SITE_OK):
+                assert request(g.port, "GET", "/", host="other").status == 200
+            for _ in range(SITE_ERRORS):
+                assert request(g.port, "GET", "/status/500", host="other").status == 500
+
+            driver.get(f"http://127.0.0.1:{g.admin_port}/dashboard#token={TOKEN}&interval=0.3")
+            sender = threading.Thread(target=send_api_traffic)
+            sender.start()
+            # While traffic flows the page shows a rate and quantiles: the screenshot then.
+            api_p50 = 'tr[data-route="api"] td[data-field="p50"]'
+            live = wait_until(lambda: (text(driver, api_p50) or "-").endswith("ms"), timeout=5)
+            time.sleep(1.0)  # a few more polls for the charts
+            ARTIFACTS.mkdir(exist_ok=True)
+            assert driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+            assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+            sender.join(30)
+            assert live, "the page never showed a p50 while requests were sent"
+            assert statuses == [200] * API_REQUESTS
+            api_requests = 'tr[data-route="api"] td[data-field="requests"]'
+            assert wait_until(lambda: text(driver, api_requests) == str(API_REQUESTS)), text(
+                driver, "#status"
+            )
+            assert text(driver, "#status") == "live"
+            site = 'tr[data-route="site"] td[data-field="{}"]'
+            assert text(driver, site.format("requests")) == str(SITE_OK + SITE_ERRORS)
+            assert text(driver, site.format("errors")) == str(SITE_ERRORS)
+            assert text(driver, 'tr[data-service="api"] td[data-field="requests"]') == str(
+                API_REQUESTS
+            )
+            assert text(driver, 'tr[data-service="web"] td[data-field="errors"]') == str(
+                SITE_ERRORS
+            )
+            web_health = f'tr[data-instance="web/{web.address}"] td[data-field="health"]'
+            assert wait_until(lambda: text(driver, web_health) == "healthy")
+            api_health = f'tr[data-instance="api/{api.address}"] td[data-field="health"]'
+            assert text(driver, api_health) == "unchecked"
+            assert text(driver, "#workers") == "1"
+            assert text(driver, "#reloads-success") == "0"
+            lines = driver.execute_script(
+                "return document.querySelectorAll('tr[data-route=\"api\"] svg.chart polyline')"
+                ".length"
+            )
+            assert lines == 2
+            assert console_errors(driver) == []
+
+            # The page's computation and portway.admin.rates agree on two real answers.
+            first = admin_get(g.admin_port, "/stats", token=TOKEN).json()
+            for i in range(5):
+                request(g.port, "GET", f"/api/more/{i}")
+            second = admin_get(g.admin_port, "/stats", token=TOKEN).json()
+            page = driver.execute_script(
+                "return liveNumbers(arguments[0], arguments[1])", first, second
+            )
+            python = live_numbers(first, second)
+            assert page["seconds"] == pytest.approx(python.seconds)
+            for kind in ("routes", "services"):
+                for js, py in zip(page[kind], getattr(python, kind), strict=True):
+                    assert (js["name"], js["requests"], js["errors"]) == (
+                        py.name,
+                        py.requests,
+                        py.errors,
+                    )
+                    for field, value in (
+                        ("rps", py.requests_per_second),
+                        ("eps", py.errors_per_second),
+                        ("p50", py.p50),
+                        ("p99", py.p99),
+                    ):
+                        assert js[field] == (None if value is None else pytest.approx(value))
+            assert console_errors(driver) == []
