@@ -19,7 +19,7 @@ portway="$repo/.venv/bin/portway"
 [ -x "$portway" ] || portway="portway"
 
 mkdir -p "$run_dir"
-config="$run_dir/portway.yaml"
+config="$run_dir/portway-${mode}-$$.yaml"  # candidates start side by side: one file each
 cat >"$config" <<YAML
 # Written by bench/candidate.sh for one benchmark run.
 listeners:
@@ -36,13 +36,13 @@ YAML
 admin=(--admin none)
 case "$mode" in
   default)
-    printf 'server:\n  access_log: {path: "%s/access.log"}\n' "$run_dir" >>"$config" ;;
+    printf 'server:\n  access_log: {path: "%s/access-'"$mode"'.log"}\n' "$run_dir" >>"$config" ;;
   off)
     printf 'server:\n  access_log: {enabled: false}\n' >>"$config" ;;
   on)
     sink_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     python3 "$repo/bench/otlp_sink.py" "$sink_port" &
-    printf 'server:\n  access_log: {path: "%s/access.log"}\n  tracing: {enabled: true, otlp_endpoint: "http://127.0.0.1:%s"}\n' \
+    printf 'server:\n  access_log: {path: "%s/access-'"$mode"'.log"}\n  tracing: {enabled: true, otlp_endpoint: "http://127.0.0.1:%s"}\n' \
       "$run_dir" "$sink_port" >>"$config"
     admin=(--admin 127.0.0.1:0) ;;
   *) echo "unknown observability mode: $mode" >&2; exit 2 ;;

@@ -123,6 +123,7 @@ class AccessLog:
 def _fields(entry: Entry, wall_offset: float) -> dict[str, Any]:
     """The logged fields of an entry, in log order."""
     request = entry.request
+    user_agent, referer = _agent_and_referer(request)
 
     def ms(later: float, earlier: float) -> float:
         return round((later - earlier) * 1000, 3) if later and earlier else -1.0
@@ -146,22 +147,30 @@ def _fields(entry: Entry, wall_offset: float) -> dict[str, Any]:
         "total_ms": ms(entry.end, entry.start),
         "retries": entry.retries,
         "cause": entry.cause,
-        "user_agent": _header(request, b"user-agent"),
-        "referer": _header(request, b"referer"),
+        "user_agent": user_agent,
+        "referer": referer,
     }
 
 
-def _header(request: Request | None, name: bytes) -> str:
+def _agent_and_referer(request: Request | None) -> tuple[str, str]:
+    user_agent = referer = ""
     if request is not None:
         for key, value in request.headers:
-            if key.lower() == name:
-                return value.decode("latin-1")
-    return ""
+            if len(key) in (7, 10):  # only "referer" and "user-agent" have these lengths here
+                name = key.lower()
+                if name == b"user-agent":
+                    user_agent = value.decode("latin-1")
+                elif name == b"referer":
+                    referer = value.decode("latin-1")
+    return user_agent, referer
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # built once: dumps() builds one per call
 
 
 def _json(fields: dict[str, Any]) -> str:
     fields["time"] = _iso(fields["time"])
-    return json.dumps(fields, separators=(",", ":")) + "\n"
+    return _encode(fields) + "\n"
 
 
 def _common(fields: dict[str, Any]) -> str:
@@ -189,9 +198,15 @@ def _quote(text: str) -> str:
     )
 
 
+_iso_second: list[Any] = [-1, ""]  # the last whole second formatted: lines come in time order
+
+
 def _iso(seconds: float) -> str:
-    millis = int(seconds * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    whole = int(seconds)
+    if whole != _iso_second[0]:
+        _iso_second[0] = whole
+        _iso_second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_iso_second[1]}.{int(seconds * 1000) % 1000:03d}Z"
 
 
 def _clf_time(seconds: float) -> str:
