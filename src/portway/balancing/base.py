@@ -8,7 +8,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
-from portway.balancing.endpoint import Endpoint
+from portway.balancing.endpoint import Endpoint, check_positions
 
 if TYPE_CHECKING:
     from portway.config.model import ServiceConfig
@@ -27,13 +27,7 @@ class Balancer(abc.ABC):
     __slots__ = ("endpoints",)
 
     def __init__(self, endpoints: Sequence[Endpoint]) -> None:
-        for position, endpoint in enumerate(endpoints):
-            # Per-endpoint state (here and in the data plane) is kept in lists indexed by it.
-            if endpoint.index != position:
-                raise ValueError(
-                    f"endpoint {endpoint.address} has index {endpoint.index} "
-                    f"but is at position {position}"
-                )
+        check_positions(endpoints)
         self.endpoints: tuple[Endpoint, ...] = tuple(endpoints)
 
     def pick(self, request: Request, exclude: Collection[Endpoint] = ()) -> Endpoint | None:

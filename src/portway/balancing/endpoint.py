@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from portway.config.types import format_host_port, parse_host_port
@@ -92,3 +93,18 @@ def endpoints_from_config(service: ServiceConfig) -> list[Endpoint]:
         endpoint = Endpoint.from_address(instance.address, instance.weight, index)
         endpoints.append(endpoint)
     return endpoints
+
+
+def check_positions(endpoints: Sequence[Endpoint]) -> None:
+    """Per-endpoint state is kept in lists indexed by ``endpoint.index``: it must be the position."""
+    for position, endpoint in enumerate(endpoints):
+        if endpoint.index != position:
+            raise ValueError(
+                f"endpoint {endpoint.address} has index {endpoint.index} "
+                f"but is at position {position}"
+            )
+
+
+def check_slow_start(slow_start: float) -> None:
+    if not (math.isfinite(slow_start) and slow_start >= 0):
+        raise ValueError(f"slow_start must be a finite number of seconds >= 0, got {slow_start}")

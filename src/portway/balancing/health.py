@@ -9,11 +9,10 @@ restarts the count, so a flapping instance stays where it is.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 
-from portway.balancing.endpoint import Endpoint
+from portway.balancing.endpoint import Endpoint, check_positions, check_slow_start
 
 
 class HealthThresholds:
@@ -78,16 +77,8 @@ class ServiceHealth:
         slow_start: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        for position, endpoint in enumerate(endpoints):
-            if endpoint.index != position:
-                raise ValueError(
-                    f"endpoint {endpoint.address} has index {endpoint.index} "
-                    f"but is at position {position}"
-                )
-        if not (math.isfinite(slow_start) and slow_start >= 0):
-            raise ValueError(
-                f"slow_start must be a finite number of seconds >= 0, got {slow_start}"
-            )
+        check_positions(endpoints)
+        check_slow_start(slow_start)
         self.endpoints: tuple[Endpoint, ...] = tuple(endpoints)
         self.slow_start = slow_start
         self._clock = clock

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal, get_args
 
-from portway.balancing.endpoint import Endpoint
+from portway.balancing.endpoint import Endpoint, check_positions, check_slow_start
 from portway.config.resilience import FailureRateConfig, OutlierDetectionConfig
 
 FailureKind = Literal["5xx", "connect", "reset", "timeout"]
@@ -133,16 +133,8 @@ class OutlierDetector:
         slow_start: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        for position, endpoint in enumerate(endpoints):
-            if endpoint.index != position:
-                raise ValueError(
-                    f"endpoint {endpoint.address} has index {endpoint.index} "
-                    f"but is at position {position}"
-                )
-        if not (math.isfinite(slow_start) and slow_start >= 0):
-            raise ValueError(
-                f"slow_start must be a finite number of seconds >= 0, got {slow_start}"
-            )
+        check_positions(endpoints)
+        check_slow_start(slow_start)
         rate = config.failure_rate
         if rate is not None and not (math.isfinite(rate.window) and rate.window > 0):
             raise ValueError(f"failure_rate.window must be greater than 0, got {rate.window}")
