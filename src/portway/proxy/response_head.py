@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from portway.upstream.forward import HOP_BY_HOP, REQUEST_ID_HEADER, connection_tokens
+from portway.upstream.forward import (
+    HOP_BY_HOP,
+    PLAIN_CONNECTION,
+    REQUEST_ID_HEADER,
+    connection_tokens,
+)
 
 _DROP = HOP_BY_HOP | {REQUEST_ID_HEADER}
 
@@ -49,7 +54,7 @@ def build(
         if lname == b"content-length":
             framing = lname
         append(b"%s: %s\r\n" % (name, value))
-    if connection is not None:
+    if connection is not None and connection.lower() not in PLAIN_CONNECTION:
         named = connection_tokens([connection]) - HOP_BY_HOP
         if named:  # fields the upstream declared hop-by-hop
             lines = [lines[0]] + [

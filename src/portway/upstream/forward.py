@@ -32,6 +32,8 @@ _FORWARDING = frozenset(
 )
 EXPLAIN_HEADER = b"x-portway-explain"
 REQUEST_ID_HEADER = b"x-request-id"
+# Connection values that name no other field: the common case needs no token parsing.
+PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 
 _REQUEST_ID_OK = re.compile(rb"^[A-Za-z0-9._:+/=-]{1,200}$")
 _getrandbits = random.getrandbits
@@ -186,7 +188,7 @@ class RequestFields:
         ``host`` is the authority the client asked for (X-Forwarded-Host, Forwarded ``host=``).
         """
         lines = self.lines
-        if self.connection is not None:
+        if self.connection is not None and self.connection.lower() not in PLAIN_CONNECTION:
             named = connection_tokens([self.connection]) - HOP_BY_HOP
             if named:  # fields the client declared hop-by-hop (RFC 9110 §7.6.1)
                 lines = [line for line in lines if line.split(b":", 1)[0].lower() not in named]
