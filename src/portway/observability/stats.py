@@ -52,7 +52,6 @@ class WorkerStats:
         self.overflows: dict[tuple[str, str], int] = {}
         self.errors: dict[str, int] = {}  # portway-error causes of local answers
         self.connections_total = 0
-        self.connections_open = 0
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.last_reload_ok = 0.0
@@ -119,7 +118,6 @@ class WorkerStats:
             "overflows": [[*k, v] for k, v in self.overflows.items()],
             "errors": [[k, v] for k, v in self.errors.items()],
             "connections_total": self.connections_total,
-            "connections_open": self.connections_open,
             "reloads_ok": self.reloads_ok,
             "reloads_failed": self.reloads_failed,
             "last_reload_ok": self.last_reload_ok,
