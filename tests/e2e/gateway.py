@@ -8,9 +8,10 @@ from typing import Any, Self
 
 from portway.config.model import Config
 from portway.gateway import Gateway, new_event_loop
+from tests.support.lifecycle import StartStop
 
 
-class GatewayThread:
+class GatewayThread(StartStop):
     """Serve ``config`` on 127.0.0.1 (an ephemeral port) in a background thread.
 
     ``config`` is a dict in the native format; a missing ``listeners`` defaults to an ephemeral port.
@@ -81,9 +82,3 @@ class GatewayThread:
             self.drain(1.0)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

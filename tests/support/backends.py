@@ -24,10 +24,10 @@ import asyncio
 import contextlib
 import threading
 import time
-from types import TracebackType
 from typing import Self
 
 from tests.support.backend_connection import BackendConnection, ReceivedRequest
+from tests.support.lifecycle import StartStop
 from tests.support.processes import free_port
 
 __all__ = ["Backend", "ReceivedRequest", "refused_port"]
@@ -38,7 +38,7 @@ def refused_port() -> int:
     return free_port()
 
 
-class Backend:
+class Backend(StartStop):
     """An HTTP/1.1 server on 127.0.0.1 in a background thread; see the module docstring."""
 
     def __init__(self, name: str = "backend") -> None:
@@ -78,17 +78,6 @@ class Backend:
         thread.join(10.0)
         if thread.is_alive():
             raise RuntimeError(f"backend {self.name!r} did not stop within 10 s")
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _run(self) -> None:
         try:

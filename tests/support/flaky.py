@@ -33,11 +33,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from http import HTTPStatus
-from types import TracebackType
 from typing import Literal, Self, cast
 from urllib.parse import parse_qs
 
 import httptools
+
+from tests.support.lifecycle import StartStop
 
 Mode = Literal["answer", "hang", "reset"]
 MODES: tuple[Mode, ...] = ("answer", "hang", "reset")
@@ -55,7 +56,7 @@ class Received:
     at: float  # time.monotonic() when it was complete
 
 
-class FlakyBackend:
+class FlakyBackend(StartStop):
     """See the module docstring. Settings may be changed from any thread at any time."""
 
     def __init__(self, name: str = "flaky", port: int = 0, *, keep_records: int = 10_000) -> None:
@@ -169,17 +170,6 @@ class FlakyBackend:
         if thread.is_alive():
             raise RuntimeError(f"backend {self.name!r} did not stop within 10 s")
         self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _run(self) -> None:
         try:

@@ -12,10 +12,11 @@ import asyncio
 import threading
 import time
 from http import HTTPStatus
-from types import TracebackType
 from typing import Self, cast
 
 import httptools
+
+from tests.support.lifecycle import StartStop
 
 
 class _Connection(asyncio.Protocol):
@@ -66,7 +67,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-class HealthBackend:
+class HealthBackend(StartStop):
     """See the module docstring; ``health_status`` and ``health_body`` may be set at any time."""
 
     def __init__(self, name: str, health_path: str = "/healthz") -> None:
@@ -134,14 +135,3 @@ class HealthBackend:
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

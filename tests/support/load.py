@@ -17,10 +17,10 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Self
 
 from tests.support.client import KeepAliveClient, Response
+from tests.support.lifecycle import StartStop
 
 CONNECTION_ERROR = 0
 
@@ -56,7 +56,7 @@ def backend_of(response: Response) -> str | None:
     return None
 
 
-class Load:
+class Load(StartStop):
     """``clients`` threads sending ``method path`` to ``port`` until ``stop``.
 
     ``pause`` seconds between two requests of one client (0: back to back); ``timeout`` is the
@@ -102,17 +102,6 @@ class Load:
         for thread in self._threads:
             thread.join(self.timeout + 5)
         return self.outcomes
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ---- reading -------------------------------------------------------------------------------
 
