@@ -32,11 +32,13 @@ PACKAGE = "portway"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),  # the error tree
     ("messages",),  # Request: what routing and balancing see of a request
+    ("pki",),  # certificates and keys read from files and checked; no sockets
     ("config",),  # the declared config: model, loader, reference
     ("routing", "balancing"),  # generic over their targets; siblings, never importing each other
     ("deadlines",),  # the per-worker Sweeper: runtime machinery for connections, imports nothing
     ("observability",),  # request statistics and the access log: written by proxy and server
     ("health",),  # active health checks: probes, the shared board, the prober; set Endpoint.healthy
+    ("tls",),  # SSL contexts, certificates by SNI and their reload, client identity, ClientHello
     ("upstream",),  # pools and connections to instances, forwarding headers
     ("proxy",),  # Service and Exchange: pick, connect, relay
     ("dataplane",),  # Config -> Snapshot

@@ -63,11 +63,16 @@ def load_config(path: str | Path) -> Config:
                 )
             ]
         ) from None
-    return load_config_text(text, source)
+    return load_config_text(text, source, base_dir=Path(path).parent)
 
 
-def load_config_text(text: str, source: str = "<string>") -> Config:
-    """Parse and validate config ``text``; ``source`` names it in issues (usually a file name)."""
+def load_config_text(
+    text: str, source: str = "<string>", base_dir: str | Path | None = None
+) -> Config:
+    """Parse and validate config ``text``; ``source`` names it in issues (usually a file name).
+    Relative file paths in it (certificates, keys) are relative to ``base_dir``, else to the
+    working directory."""
+    context = {"base_dir": str(Path(base_dir) if base_dir is not None else Path.cwd())}
     try:
         root = yaml.compose(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
@@ -87,7 +92,7 @@ def load_config_text(text: str, source: str = "<string>") -> Config:
     problems = list(builder.problems)
     config: Config | None = None
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(data, context=context)
     except ValidationError as exc:
         problems.extend(
             problem
@@ -96,7 +101,9 @@ def load_config_text(text: str, source: str = "<string>") -> Config:
         )
         # Report cross-section problems too (an unknown service next to a bad duration), from the
         # parts that are valid on their own, so one run lists every problem.
-        problems.extend((path, message, None) for path, message in _partial_semantic_issues(data))
+        problems.extend(
+            (path, message, None) for path, message in _partial_semantic_issues(data, context)
+        )
     if config is not None:
         problems.extend((path, message, None) for path, message in semantic.check(config))
     if problems:
@@ -327,7 +334,9 @@ def _file_error(source: str, message: str) -> ConfigError:
     return ConfigError([ConfigIssue(source, "", message)])
 
 
-def _partial_semantic_issues(data: object) -> list[tuple[FieldPath, str]]:
+def _partial_semantic_issues(
+    data: object, context: dict[str, str]
+) -> list[tuple[FieldPath, str]]:
     """``semantic.check`` on the valid parts of a config whose model did not validate.
 
     Each listener, service and route that is valid on its own is kept; an invalid service keeps its
@@ -336,8 +345,8 @@ def _partial_semantic_issues(data: object) -> list[tuple[FieldPath, str]]:
     """
     if not isinstance(data, dict):
         return []
-    listeners, listener_index = _valid_items(data.get("listeners"), ListenerConfig)
-    routes, route_index = _valid_items(data.get("routes"), RouteConfig)
+    listeners, listener_index = _valid_items(data.get("listeners"), ListenerConfig, context)
+    routes, route_index = _valid_items(data.get("routes"), RouteConfig, context)
     services: dict[str, ServiceConfig] = {}
     raw_services = data.get("services")
     if isinstance(raw_services, dict):
@@ -345,7 +354,7 @@ def _partial_semantic_issues(data: object) -> list[tuple[FieldPath, str]]:
             if not isinstance(name, str):
                 continue
             try:
-                services[name] = ServiceConfig.model_validate(raw)
+                services[name] = ServiceConfig.model_validate(raw, context=context)
             except ValidationError:
                 services[name] = ServiceConfig(instances=[])
     try:
@@ -367,13 +376,15 @@ def _partial_semantic_issues(data: object) -> list[tuple[FieldPath, str]]:
     return remapped
 
 
-def _valid_items(raw: object, model: type[_M]) -> tuple[list[_M], list[int]]:
+def _valid_items(
+    raw: object, model: type[_M], context: dict[str, str]
+) -> tuple[list[_M], list[int]]:
     items: list[_M] = []
     positions: list[int] = []
     if isinstance(raw, list):
         for position, item in enumerate(raw):
             try:
-                items.append(model.model_validate(item))
+                items.append(model.model_validate(item, context=context))
             except ValidationError:
                 continue
             positions.append(position)

@@ -32,7 +32,14 @@ from portway.config.resilience import (
     OutlierDetectionConfig,
     RetryConfig,
 )
-from portway.config.types import Address, Cidr, Duration, Size
+from portway.config.tls import (
+    AcmeConfig,
+    HttpsRedirectConfig,
+    ListenerTlsConfig,
+    PassthroughConfig,
+    UpstreamTlsConfig,
+)
+from portway.config.types import Address, Cidr, Duration, HostPattern, Size
 
 
 class Model(BaseModel):
@@ -78,6 +85,23 @@ class ListenerConfig(Model):
 
     address: Address = Field(description="`host:port` to listen on; `[v6]:port` for IPv6.")
     name: str | None = Field(None, description="A label for logs and metrics.")
+    tls: ListenerTlsConfig | None = Field(
+        None, description="Terminate TLS (HTTPS); none: plain HTTP."
+    )
+    https_redirect: HttpsRedirectConfig | None = Field(
+        None, description="On a plain-HTTP listener: redirect requests to HTTPS."
+    )
+    passthrough: PassthroughConfig | None = Field(
+        None, description="Relay TLS unterminated to the service its SNI routes pick."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if self.passthrough is not None and (self.tls is not None or self.https_redirect):
+            raise ValueError("a passthrough listener has no tls or https_redirect of its own")
+        if self.tls is not None and self.https_redirect is not None:
+            raise ValueError("https_redirect belongs on a plain-HTTP listener, not a TLS one")
+        return self
 
 
 class ServerConfig(Model):
@@ -192,6 +216,9 @@ class ServiceConfig(Model):
     rewrite_host: bool = Field(
         False, description="Send the instance's host:port as Host instead of the client's."
     )
+    tls: UpstreamTlsConfig | None = Field(
+        None, description="Speak TLS to the instances; none: plain HTTP."
+    )
     pool: PoolConfig = Field(PoolConfig(), description="Upstream connection reuse.")
     try_timeout: Duration = Field(
         0.0, description="504 (or a retry) when one try gets no response head in time; 0: off."
@@ -219,27 +246,6 @@ class ServiceConfig(Model):
 
 
 # ---------------------------------------------------------------------------------------- routes
-
-_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-
-
-def validate_host_pattern(value: str) -> str:
-    """A DNS name, or ``*.`` followed by one (Kubernetes: the wildcard covers exactly one label)."""
-    host = value.strip().lower().rstrip(".")
-    if ":" in host:
-        raise ValueError(f"a route host has no port: {value!r}")
-    labels = host.split(".")
-    if labels[0] == "*":
-        labels = labels[1:]
-        if not labels:
-            raise ValueError("a wildcard host needs a domain after '*.' such as '*.example.com'")
-    if not all(_HOST_LABEL.match(label) for label in labels):
-        raise ValueError(
-            f"not a valid host: {value!r} (DNS labels of a-z, 0-9 and '-', "
-            "optionally starting with '*.')"
-        )
-    return host
-
 
 def _compile_regex(pattern: str) -> str:
     try:
@@ -323,7 +329,7 @@ class RouteConfig(Model):
     """Which requests go to which service. Every match condition given must hold."""
 
     name: str | None = Field(None, description="Used in logs and metrics; none: `route-<index>`.")
-    hosts: list[Annotated[str, AfterValidator(validate_host_pattern)]] = Field(
+    hosts: list[HostPattern] = Field(
         [], description="Host names, or `*.domain` for one label; empty: any host."
     )
     path: str = Field("/", description="The path to match, as path_type says.")
@@ -384,3 +390,6 @@ class Config(Model):
         [], description="Request matching rules, each sending to one service."
     )
     admin: AdminConfig = Field(AdminConfig(), description="The admin listener.")
+    acme: AcmeConfig = Field(
+        AcmeConfig(), description="ACME account and storage for `acme: true` certificates."
+    )

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from portway.config.model import Config, RouteConfig, ServiceConfig, ValueMatch
 from portway.config.reference import FieldPath
+from portway.config.tls_checks import check_tls
 
 Issue = tuple[FieldPath, str]
 
@@ -25,6 +26,7 @@ def check(config: Config) -> list[Issue]:
     for name, service in config.services.items():
         issues.extend(_check_service(name, service))
     issues.extend(_check_routes(config))
+    issues.extend(check_tls(config))
     return issues
 
 

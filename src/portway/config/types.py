@@ -5,9 +5,10 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, ValidationInfo
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -95,7 +96,42 @@ def _cidr(value: object) -> str:
         raise ValueError(f"not a valid IP network: {value!r} ({exc})") from None
 
 
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def validate_host_pattern(value: str) -> str:
+    """A DNS name, or ``*.`` followed by one (Kubernetes: the wildcard covers exactly one label)."""
+    host = value.strip().lower().rstrip(".")
+    if ":" in host:
+        raise ValueError(f"a route host has no port: {value!r}")
+    labels = host.split(".")
+    if labels[0] == "*":
+        labels = labels[1:]
+        if not labels:
+            raise ValueError("a wildcard host needs a domain after '*.' such as '*.example.com'")
+    if not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"not a valid host: {value!r} (DNS labels of a-z, 0-9 and '-', "
+            "optionally starting with '*.')"
+        )
+    return host
+
+
+def _file_path(value: object, info: ValidationInfo) -> str:
+    """A path to a file; relative paths are relative to the config file's directory (the loader
+    passes it as ``base_dir`` in the validation context), or to the working directory."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a file path, got {value!r}")
+    path = Path(value.strip()).expanduser()
+    if not path.is_absolute():
+        context = info.context if isinstance(info.context, dict) else {}
+        path = Path(context.get("base_dir", ".")) / path
+    return str(path.absolute())
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Address = Annotated[str, BeforeValidator(_address)]
 Cidr = Annotated[str, BeforeValidator(_cidr)]
+HostPattern = Annotated[str, AfterValidator(validate_host_pattern)]
+FilePath = Annotated[str, BeforeValidator(_file_path)]

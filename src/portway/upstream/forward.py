@@ -31,6 +31,14 @@ _FORWARDING = frozenset(
     }
 )
 EXPLAIN_HEADER = b"x-portway-explain"
+# The verified client certificate of an mTLS connection, as the gateway tells the upstream. Never
+# believed from a client: dropped from every request, then set from the TLS session.
+CLIENT_CERT_HEADERS = (
+    b"x-client-cert",
+    b"x-client-cert-subject",
+    b"x-client-cert-san",
+    b"x-client-cert-fingerprint",
+)
 REQUEST_ID_HEADER = b"x-request-id"
 # Connection values that name no other field: the common case needs no token parsing.
 PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
@@ -92,6 +100,7 @@ _REQUEST_FIELD_KIND = {
     # W3C trace context: the gateway writes its own (continued or new) to the upstream.
     b"traceparent": TRACEPARENT,
     b"tracestate": TRACESTATE,
+    **dict.fromkeys(CLIENT_CERT_HEADERS, HOP),
 }
 _kind_of = _REQUEST_FIELD_KIND.get
 
