@@ -18,6 +18,7 @@ from typing import Any
 from portway.config.model import Config
 from portway.gateway import Gateway, new_event_loop
 from portway.server.http1 import ClientConnection
+from portway.server.listeners import Listener
 from portway.upstream.connection import UpstreamConnection
 
 REQUEST = (
@@ -72,7 +73,7 @@ def main() -> None:
     upstream_transport = MemoryTransport()
     upstream.connection_made(upstream_transport)
     pool.release(upstream)
-    client = ClientConnection(gateway.ctx, 8080)
+    client = ClientConnection(gateway.ctx, Listener(config, 0, 8080, gateway.ctx.stats))
     client_transport = MemoryTransport()
     client.connection_made(client_transport)
 

@@ -4,6 +4,10 @@ PortwayError
 ├── ConfigError            a config that cannot be loaded; carries every issue found
 └── HttpError              answered to the client with ``status``; ``close`` ends the connection
     ├── BadRequest         400, malformed or ambiguous framing (RFC 9112 §6.3, §11.2)
+    │   ├── ClientCertificateRequired  400, an mTLS host got no client certificate
+    │   └── ClientCertificateRejected  400, a resumed session's certificate is not this host's
+    ├── Forbidden          403, e.g. a client certificate subject not allowed
+    ├── MisdirectedRequest 421, Host names a TLS host other than the one SNI chose
     ├── RequestTimeout     408, the request head did not arrive in time
     ├── PayloadTooLarge    413
     ├── UriTooLong         414
@@ -67,6 +71,28 @@ class BadRequest(HttpError):
     status = 400
     reason = "bad request"
     cause = b"bad_request"
+
+
+class ClientCertificateRequired(BadRequest):
+    reason = "a client certificate is required"
+    cause = b"client_cert_required"
+
+
+class ClientCertificateRejected(BadRequest):
+    reason = "the client certificate cannot be accepted for this host"
+    cause = b"client_cert_rejected"
+
+
+class Forbidden(HttpError):
+    status = 403
+    reason = "forbidden"
+    cause = b"forbidden"
+
+
+class MisdirectedRequest(HttpError):
+    status = 421
+    reason = "misdirected request"
+    cause = b"misdirected_request"
 
 
 class RequestTimeout(HttpError):

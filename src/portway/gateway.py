@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
+from collections.abc import Callable
 from typing import Any
 
 from portway.admin.report import config_fingerprint, worker_report
@@ -24,10 +26,14 @@ from portway.config.model import Config
 from portway.config.types import parse_host_port
 from portway.dataplane import Snapshot, assemble, retire_replaced
 from portway.deadlines import Sweeper, sweep_interval
+from portway.errors import ConfigError, ConfigIssue
 from portway.health.worker import HealthSource, WorkerHealth
 from portway.observability.stats_board import StatsBoard
+from portway.pki import MaterialError
 from portway.server.context import WorkerContext
 from portway.server.http1 import ClientConnection
+from portway.server.listeners import Listener, TlsHandshake
+from portway.tls.client_auth import TlsSession
 
 log = logging.getLogger("portway.gateway")
 
@@ -76,6 +82,8 @@ class Gateway:
         self.sweeper.interval = sweep_interval(self.ctx.smallest_timeout)
         self.sweeper.hooks.append(self._refresh_services)
         self.servers: list[asyncio.Server] = []
+        self.listeners: list[Listener] = []
+        self.sweeper.hooks.append(self._tick_listeners)
         self.addresses: list[tuple[str, int]] = []
         self.health = WorkerHealth(health, config, loop, lambda: self.ctx.snapshot.services)
         self.fingerprint = config_fingerprint(config)
@@ -120,6 +128,34 @@ class Gateway:
         self.admin.start()
         self.admin_address = sock.getsockname()[:2]
 
+    def _protocol_factory(self, listener: Listener) -> Callable[[], asyncio.Protocol]:
+        ctx = self.ctx
+        store = listener.store
+        if store is None:
+            return lambda: ClientConnection(ctx, listener)
+
+        def attach(protocol: asyncio.Protocol, ssl_object: ssl.SSLObject) -> None:
+            assert isinstance(protocol, ClientConnection) and store is not None
+            protocol.tls = TlsSession(ssl_object, store)
+
+        return lambda: TlsHandshake(
+            self.loop,
+            listener,
+            ctx.stats,
+            ctx.connections,
+            lambda: ClientConnection(ctx, listener),
+            attach,
+        )
+
+    def _tick_listeners(self, now: float) -> None:
+        for listener in self.listeners:
+            if listener.store is not None:
+                listener.store.tick(now, self.loop)
+
+    def certificates(self) -> list[dict[str, object]]:
+        """Every certificate this worker serves, with its expiry; for the admin API."""
+        return [c for lr in self.listeners if lr.store is not None for c in lr.store.describe()]
+
     @property
     def snapshot(self) -> Snapshot:
         return self.ctx.snapshot
@@ -143,16 +179,22 @@ class Gateway:
                 if admin_socket is not None:
                     admin_socket.close()
                 raise
-        ctx = self.ctx
-        for sock in sockets:
-            host, port = sock.getsockname()[:2]
-
-            def factory(port: int = port) -> ClientConnection:
-                return ClientConnection(ctx, port)
-
-            server = await self.loop.create_server(factory, sock=sock, backlog=4096)
-            self.servers.append(server)
-            self.addresses.append((host, port))
+        try:
+            for index, sock in enumerate(sockets):
+                host, port = sock.getsockname()[:2]
+                listener = Listener(self.config, index, port, self.ctx.stats)
+                self.listeners.append(listener)
+                server = await self.loop.create_server(
+                    self._protocol_factory(listener), sock=sock, backlog=4096
+                )
+                self.servers.append(server)
+                self.addresses.append((host, port))
+        except MaterialError as exc:  # a certificate file changed since the config was checked
+            for sock in sockets:
+                sock.close()
+            if admin_socket is not None:
+                admin_socket.close()
+            raise ConfigError([ConfigIssue("<listeners>", "", str(exc))]) from None
         self.sweeper.start()
         self.health.start()
         self.publish()  # the admin API's readiness waits for a first report
@@ -162,8 +204,21 @@ class Gateway:
 
     def reload(self, config: Config) -> Snapshot:
         """Swap in ``config``'s routes and services; listeners and server settings need a restart."""
-        if config.listeners != self.config.listeners or config.server != self.config.server:
-            log.warning("listeners and server settings changed: they take effect on restart only")
+        if [lc.address for lc in config.listeners] != [
+            lc.address for lc in self.config.listeners
+        ] or config.server != self.config.server:
+            log.warning(
+                "listener addresses and server settings changed: they take effect on restart only"
+            )
+        same_addresses = [lc.address for lc in config.listeners] == [
+            lc.address for lc in self.config.listeners
+        ]
+        if same_addresses:
+            try:
+                for listener in self.listeners:
+                    listener.reconfigure(config)
+            except MaterialError as exc:
+                raise ConfigError([ConfigIssue("<listeners>", "", str(exc))]) from None
         previous = self.ctx.snapshot
         snapshot = assemble(config, previous, self.loop, self.sweeper)
         self.ctx.snapshot = snapshot
@@ -184,14 +239,14 @@ class Gateway:
             server.close()
         await self.health.close()
         for connection in list(ctx.connections):
-            if isinstance(connection, ClientConnection) and connection.idle:
+            if isinstance(connection, ClientConnection | TlsHandshake) and connection.idle:
                 connection.close()
         deadline = self.loop.time() + timeout
         while ctx.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
         finished = not ctx.connections
         for connection in list(ctx.connections):
-            if isinstance(connection, ClientConnection):
+            if isinstance(connection, ClientConnection | TlsHandshake):
                 connection.close()
         for service in ctx.snapshot.services.values():
             service.retire()

@@ -52,6 +52,9 @@ class WorkerStats:
         self.overflows: dict[tuple[str, str], int] = {}
         self.errors: dict[str, int] = {}  # portway-error causes of local answers
         self.connections_total = 0
+        # (listener, "ok" or why the handshake failed) and (listener, "ok"/"failed")
+        self.tls_handshakes: dict[tuple[str, str], int] = {}
+        self.certificate_reloads: dict[tuple[str, str], int] = {}
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.last_reload_ok = 0.0
@@ -95,6 +98,14 @@ class WorkerStats:
         key = (service, limit)
         self.overflows[key] = self.overflows.get(key, 0) + 1
 
+    def handshake(self, listener: str, result: str) -> None:
+        key = (listener, result)
+        self.tls_handshakes[key] = self.tls_handshakes.get(key, 0) + 1
+
+    def certificate_reloaded(self, listener: str, ok: bool) -> None:
+        key = (listener, "ok" if ok else "failed")
+        self.certificate_reloads[key] = self.certificate_reloads.get(key, 0) + 1
+
     def reloaded(self, ok: bool) -> None:
         if ok:
             self.reloads_ok += 1
@@ -118,6 +129,8 @@ class WorkerStats:
             "overflows": [[*k, v] for k, v in self.overflows.items()],
             "errors": [[k, v] for k, v in self.errors.items()],
             "connections_total": self.connections_total,
+            "tls_handshakes": [[*k, v] for k, v in self.tls_handshakes.items()],
+            "certificate_reloads": [[*k, v] for k, v in self.certificate_reloads.items()],
             "reloads_ok": self.reloads_ok,
             "reloads_failed": self.reloads_failed,
             "last_reload_ok": self.last_reload_ok,

@@ -179,7 +179,7 @@ class Exchange:
         self.headers_rest = headers_rest
         self.replay_limit = service.retry.buffer_limit
 
-    def answer_locally(self, response: bytes, close: bool, *, status: int, cause: bytes) -> None:
+    def answer_locally(self, response: bytes, close: bool, *, status: int, cause: bytes | None) -> None:
         self.local = response
         self.close_after = close
         self.status = status

@@ -34,18 +34,21 @@ def local_response(
     close: bool = False,
     head_only: bool = False,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
+    body: bytes | None = None,
 ) -> bytes:
-    """A complete HTTP/1.1 response: status, a one-line reason and the request id in a text body."""
+    """A complete HTTP/1.1 response: status, a one-line reason and the request id in a text body
+    (or ``body``, whose content-type is then among ``extra_headers``)."""
     phrase = reason_phrase(status)
-    body = b"%d %s: %s\nrequest id: %s\n" % (
-        status,
-        phrase,
-        detail.encode("ascii", "replace"),
-        request_id,
-    )
-    lines = [
-        b"HTTP/1.1 %d %s\r\n" % (status, phrase),
-        b"content-type: text/plain; charset=utf-8\r\n",
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, phrase)]
+    if body is None:
+        body = b"%d %s: %s\nrequest id: %s\n" % (
+            status,
+            phrase,
+            detail.encode("ascii", "replace"),
+            request_id,
+        )
+        lines.append(b"content-type: text/plain; charset=utf-8\r\n")
+    lines += [
         b"x-content-type-options: nosniff\r\n",
         b"content-length: %d\r\n" % len(body),
         b"x-request-id: %s\r\n" % request_id,

@@ -31,6 +31,8 @@ from portway.proxy import responses
 from portway.proxy.exchange import Exchange
 from portway.routing import TraceStep, normalize_path
 from portway.server.context import WorkerContext, ip_in
+from portway.server.edge import LocalAnswer, before_routing
+from portway.server.listeners import Listener
 from portway.server.request_head import (
     check_host,
     check_transfer_encoding,
@@ -39,6 +41,7 @@ from portway.server.request_head import (
     parse_target,
     upgrade_error,
 )
+from portway.tls.client_auth import TlsSession
 from portway.upstream.forward import (
     EXPLAIN_HEADER,
     HOP_BY_HOP,
@@ -68,6 +71,7 @@ class ClientConnection(asyncio.Protocol):
         "headers",
         "in_head",
         "info",
+        "listener",
         "loop",
         "may_explain",
         "parser",
@@ -76,8 +80,10 @@ class ClientConnection(asyncio.Protocol):
         "port",
         "proto",
         "queue",
+        "special",
         "stats",
         "sweeper",
+        "tls",
         "tracing",
         "trailers",
         "transport",
@@ -85,8 +91,13 @@ class ClientConnection(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, ctx: WorkerContext, port: int, proto: bytes = b"http") -> None:
+    def __init__(self, ctx: WorkerContext, listener: Listener) -> None:
         self.ctx = ctx
+        self.listener = listener
+        port, proto = listener.port, listener.proto
+        # Redirects, ACME challenges, HSTS, client certificates: looked at only when configured.
+        self.special = listener.handles_specially
+        self.tls: TlsSession | None = None  # set before connection_made on HTTPS listeners
         self.loop = ctx.loop
         self.sweeper = ctx.sweeper
         self.stats = ctx.stats
@@ -354,6 +365,13 @@ class ClientConnection(asyncio.Protocol):
         else:
             exchange.request_done = True  # known now; on_message_complete follows at once
             self.deadline = 0.0
+        extra = b""
+        if self.special:
+            decision = before_routing(self.listener, self.tls, request)
+            if isinstance(decision, LocalAnswer):
+                self._answer(exchange, decision, has_body, keep_alive, method)
+                return exchange
+            extra = decision
         trace: list[TraceStep] | None = [] if fields.explain and self.may_explain else None
         route = ctx.snapshot.routes.select(request, trace)
         if trace is not None:
@@ -385,9 +403,29 @@ class ClientConnection(asyncio.Protocol):
             route.name,
             upstream_target,
             authority,
-            fields.upstream_lines(self.info, authority, rid, chunked),
+            fields.upstream_lines(self.info, authority, rid, chunked, extra),
         )
         return exchange
+
+    def _answer(
+        self, exchange: Exchange, answer: LocalAnswer, has_body: bool, keep_alive: bool, method: bytes
+    ) -> None:
+        close = has_body or not keep_alive or self.ctx.draining
+        exchange.answer_locally(
+            responses.local_response(
+                answer.status,
+                answer.detail,
+                exchange.request_id,
+                cause=answer.cause,
+                close=close,
+                head_only=method == b"HEAD",
+                extra_headers=answer.headers,
+                body=answer.body,
+            ),
+            close=close,
+            status=answer.status,
+            cause=answer.cause,
+        )
 
     # -- ending exchanges ------------------------------------------------------------------------
 

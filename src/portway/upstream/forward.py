@@ -191,8 +191,10 @@ class RequestFields:
         host: bytes,
         request_id: bytes,
         chunked: bool,
+        extra: bytes = b"",
     ) -> bytes:
-        """Every header line for the upstream except Host, ending with the blank line.
+        """Every header line for the upstream except Host, ending with the blank line; ``extra``
+        (whole lines) goes just before it.
 
         ``host`` is the authority the client asked for (X-Forwarded-Host, Forwarded ``host=``).
         """
@@ -220,7 +222,7 @@ class RequestFields:
             )
         tail = (
             b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n"
-            b"x-forwarded-port: %s\r\nforwarded: %s\r\nx-request-id: %s\r\n%s%s\r\n"
+            b"x-forwarded-port: %s\r\nforwarded: %s\r\nx-request-id: %s\r\n%s%s%s\r\n"
             % (
                 xff,
                 proto,
@@ -230,6 +232,7 @@ class RequestFields:
                 request_id,
                 b"transfer-encoding: chunked\r\n" if chunked else b"",
                 b"te: trailers\r\n" if self.te_trailers else b"",
+                extra,
             )
         )
         return b"".join(lines) + tail
