@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 import time
 from typing import Self
@@ -41,8 +42,10 @@ def refused_port() -> int:
 class Backend(StartStop):
     """An HTTP/1.1 server on 127.0.0.1 in a background thread; see the module docstring."""
 
-    def __init__(self, name: str = "backend") -> None:
+    def __init__(self, name: str = "backend", ssl: ssl.SSLContext | None = None) -> None:
+        """``ssl``: serve HTTPS with this server context (an upstream that speaks TLS)."""
         self.name = name
+        self.ssl = ssl
         self.delay = 0.0
         self.close_after_response = False
         self._port = 0
@@ -91,7 +94,12 @@ class Backend(StartStop):
         self._loop = loop
         self._stop_requested = asyncio.Event()
         server = await loop.create_server(
-            lambda: BackendConnection(self), "127.0.0.1", 0, backlog=1024, reuse_address=True
+            lambda: BackendConnection(self),
+            "127.0.0.1",
+            0,
+            backlog=1024,
+            reuse_address=True,
+            ssl=self.ssl,
         )
         self._port = server.sockets[0].getsockname()[1]
         self._ready.set()

@@ -37,8 +37,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("routing", "balancing"),  # generic over their targets; siblings, never importing each other
     ("deadlines",),  # the per-worker Sweeper: runtime machinery for connections, imports nothing
     ("observability",),  # request statistics and the access log: written by proxy and server
-    ("health",),  # active health checks: probes, the shared board, the prober; set Endpoint.healthy
     ("tls",),  # SSL contexts, certificates by SNI and their reload, client identity, ClientHello
+    ("health",),  # active health checks: probes, the shared board, the prober; set Endpoint.healthy
     ("upstream",),  # pools and connections to instances, forwarding headers
     ("proxy",),  # Service and Exchange: pick, connect, relay
     ("dataplane",),  # Config -> Snapshot

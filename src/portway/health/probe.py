@@ -8,13 +8,17 @@ end of the head when no body text is expected), so a check costs one short conne
 from __future__ import annotations
 
 import asyncio
+import ssl
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import httptools
 
 from portway.config.resilience import HealthCheckConfig
 from portway.config.types import format_host_port
+from portway.tls.contexts import UpstreamTls
 
 BODY_LIMIT = 64 * 1024  # body_contains looks at this much of the body, no more
 _READ_SIZE = 16 * 1024
@@ -29,13 +33,16 @@ class ProbeResult:
     detail: str  # why it failed, or what it saw ("status 200", "connected")
 
 
-async def probe(host: str, port: int, check: HealthCheckConfig) -> ProbeResult:
-    """Check the instance ``host:port`` once as ``check`` says; never raises for the instance's faults."""
+async def probe(
+    host: str, port: int, check: HealthCheckConfig, tls: UpstreamTls | None = None
+) -> ProbeResult:
+    """Check the instance ``host:port`` once as ``check`` says, over TLS when the service speaks
+    it (a tcp check then includes the handshake); never raises for the instance's faults."""
     try:
         async with asyncio.timeout(check.timeout):
             if check.type == "tcp":
-                return await _tcp(host, port)
-            return await _http(host, port, check)
+                return await _tcp(host, port, tls)
+            return await _http(host, port, check, tls)
     except TimeoutError:
         return ProbeResult(False, f"timeout after {check.timeout:g}s")
 
@@ -50,12 +57,24 @@ def _connect_failure(exc: OSError) -> ProbeResult:
         return ProbeResult(False, "connection refused")
     if isinstance(exc, ConnectionResetError):
         return ProbeResult(False, "connection reset")
+    if isinstance(exc, ssl.SSLError):
+        return ProbeResult(False, f"TLS handshake failed: {exc.reason or exc}")
     return ProbeResult(False, f"connection failed: {exc.strerror or exc}")
 
 
-async def _tcp(host: str, port: int) -> ProbeResult:
+def _open(
+    host: str, port: int, tls: UpstreamTls | None
+) -> Coroutine[Any, Any, tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    if tls is None:
+        return asyncio.open_connection(host, port)
+    return asyncio.open_connection(
+        host, port, ssl=tls.context, server_hostname=tls.server_hostname(host)
+    )
+
+
+async def _tcp(host: str, port: int, tls: UpstreamTls | None) -> ProbeResult:
     try:
-        _reader, writer = await asyncio.open_connection(host, port)
+        _reader, writer = await _open(host, port, tls)
     except OSError as exc:
         return _connect_failure(exc)
     writer.close()
@@ -115,9 +134,11 @@ def _request(host: str, port: int, check: HealthCheckConfig) -> bytes:
     return lines.encode("utf-8")
 
 
-async def _http(host: str, port: int, check: HealthCheckConfig) -> ProbeResult:
+async def _http(
+    host: str, port: int, check: HealthCheckConfig, tls: UpstreamTls | None
+) -> ProbeResult:
     try:
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await _open(host, port, tls)
     except OSError as exc:
         return _connect_failure(exc)
     state = _Check(check)

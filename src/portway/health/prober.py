@@ -22,6 +22,8 @@ from portway.config.types import parse_host_port
 from portway.health.probe import ProbeResult, probe
 from portway.health.sinks import HealthSink
 from portway.health.state import HealthState, Layout
+from portway.pki import MaterialError
+from portway.tls.contexts import UpstreamTls, upstream_tls
 
 log = logging.getLogger("portway.health")
 
@@ -50,6 +52,7 @@ class Target:
     last: ProbeResult | None = None
     handle: asyncio.TimerHandle | None = field(default=None, repr=False)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    tls: UpstreamTls | None = field(default=None, repr=False)
 
     @property
     def healthy(self) -> bool:
@@ -137,11 +140,17 @@ class Prober:
             check = service.health_check
             if check is None:
                 continue
+            try:
+                tls = upstream_tls(service.tls)
+            except (MaterialError, OSError) as exc:  # a file changed since the config was read
+                log.error("service %s: not checked, its TLS settings cannot be used: %s", name, exc)
+                continue
             for index, instance in enumerate(service.instances):
                 key = (name, instance.address)
                 kept = old.get(key)
                 if kept is not None and kept.check == check:
                     kept.index = index
+                    kept.tls = tls
                     targets[key] = kept
                     continue
                 if kept is not None:  # the check changed: a new schedule, the same state
@@ -152,7 +161,9 @@ class Prober:
                 thresholds = HealthThresholds(
                     check.healthy_threshold, check.unhealthy_threshold, initially_healthy=healthy
                 )
-                targets[key] = Target(name, index, instance.address, check, thresholds, state)
+                targets[key] = Target(
+                    name, index, instance.address, check, thresholds, state, tls=tls
+                )
         return targets
 
     def _publish_layout(self) -> None:
@@ -169,7 +180,7 @@ class Prober:
     async def _check(self, target: Target) -> None:
         host, port = parse_host_port(target.address)
         try:
-            result = await probe(host, port, target.check)
+            result = await probe(host, port, target.check, target.tls)
         except Exception as exc:  # a bug in a check must not end that instance's checks
             log.exception("health check of %s failed unexpectedly", target.address)
             result = ProbeResult(False, f"check error: {exc}")

@@ -23,6 +23,7 @@ from portway.config.model import ServiceConfig
 from portway.config.types import format_host_port
 from portway.deadlines import Sweeper
 from portway.messages import Request
+from portway.tls.contexts import upstream_tls
 from portway.upstream.pool import Pool
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class Service:
         self.config = config
         self.endpoints: list[Endpoint] = endpoints_from_config(config)
         self.balancer: Balancer = make_balancer(config, self.endpoints)
+        tls = upstream_tls(config.tls)
         self.pools: list[Pool] = [
             Pool(
                 loop,
@@ -74,6 +76,7 @@ class Service:
                 config.pool.max_idle,
                 config.pool.idle_timeout,
                 owner=self,
+                tls=tls,
             )
             for e in self.endpoints
         ]
@@ -174,3 +177,12 @@ class Service:
 
     def __repr__(self) -> str:
         return f"<Service {self.name} {len(self.endpoints)} endpoints>"
+
+    def pick_stream(
+        self, client_ip: str, exclude: Collection[Endpoint] = (), server_name: str = ""
+    ) -> Endpoint | None:
+        """An instance for an L4 stream (TLS passthrough), which has no HTTP request: ``pick`` as
+        for a request that carries only the client IP and the SNI as its host. Health, ejections,
+        panic and slow start apply; hashing on the client IP works, a header or cookie key is
+        absent (a random pick), and a sticky cookie is never sent."""
+        return self.pick(Request("", server_name, "/", client_ip=client_ip), exclude)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -68,16 +69,33 @@ def server_context(
     return context
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """How a service's instances are spoken to over TLS: one context per service."""
+
+    context: ssl.SSLContext
+    server_name: str | None  # None: the instance's host
+
+    def server_hostname(self, host: str) -> str:
+        """SNI and the name verified (Python sends no SNI for an IP address, and checks it
+        against the certificate's IP SANs)."""
+        return self.server_name or host.strip("[]")
+
+
+def upstream_tls(tls: UpstreamTlsConfig | None) -> UpstreamTls | None:
+    return UpstreamTls(upstream_context(tls), tls.server_name) if tls is not None else None
+
+
 def upstream_context(tls: UpstreamTlsConfig) -> ssl.SSLContext:
     """The client context a service's connections to its instances use."""
+    if tls.ca_file is not None:
+        load_ca_bundle(tls.ca_file)  # a clear error for a bad bundle, not OpenSSL's
     context = ssl.create_default_context(cafile=tls.ca_file)
     _policy(context, tls.min_version)
     context.set_alpn_protocols(["http/1.1"])
     if not tls.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    elif tls.ca_file is not None:
-        load_ca_bundle(tls.ca_file)  # a clear error for a bad bundle, not OpenSSL's
     if tls.cert_file is not None and tls.key_file is not None:
         load_pair_into(context, load_key_pair(tls.cert_file, tls.key_file))
     return context

@@ -12,6 +12,7 @@ import asyncio
 from typing import Protocol
 
 from portway.deadlines import Sweeper
+from portway.tls.contexts import UpstreamTls
 from portway.upstream.connection import UpstreamConnection
 
 
@@ -42,7 +43,9 @@ class Pool:
         "owner",
         "port",
         "retired",
+        "server_hostname",
         "sweeper",
+        "tls",
     )
 
     def __init__(
@@ -54,6 +57,7 @@ class Pool:
         max_idle: int,
         idle_timeout: float,
         owner: PoolOwner | None = None,
+        tls: UpstreamTls | None = None,
     ) -> None:
         self.loop = loop
         self.sweeper = sweeper
@@ -65,6 +69,8 @@ class Pool:
         self.retired = False
         self.connections_opened = 0
         self.owner: PoolOwner = owner if owner is not None else _NoOwner()
+        self.tls = tls
+        self.server_hostname = tls.server_hostname(host) if tls is not None else None
 
     def acquire(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -95,11 +101,23 @@ class Pool:
         self.owner.connection_closed()
 
     async def connect(self, timeout: float) -> UpstreamConnection:
-        """A new connection; raises OSError (refused, unreachable) or TimeoutError."""
+        """A new connection; raises OSError (refused, unreachable, a failed TLS handshake: an
+        ``ssl.SSLError``) or TimeoutError."""
+        tls = self.tls
         async with asyncio.timeout(timeout):
-            _, connection = await self.loop.create_connection(
-                lambda: UpstreamConnection(self), self.host, self.port
-            )
+            if tls is None:
+                _, connection = await self.loop.create_connection(
+                    lambda: UpstreamConnection(self), self.host, self.port
+                )
+            else:
+                _, connection = await self.loop.create_connection(
+                    lambda: UpstreamConnection(self),
+                    self.host,
+                    self.port,
+                    ssl=tls.context,
+                    server_hostname=self.server_hostname,
+                    ssl_handshake_timeout=timeout,
+                )
         self.connections_opened += 1
         return connection
 
