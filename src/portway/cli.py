@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -282,6 +283,45 @@ def top(
     if "://" not in admin:
         admin = "http://" + admin
     raise typer.Exit(run_top(admin, token, interval, once=once, console=Console()))
+
+
+@app.command()
+def certs(
+    admin: Annotated[
+        str, typer.Option(help="URL of the admin API (`admin.address`).")
+    ] = "http://127.0.0.1:9901",
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="PORTWAY_ADMIN_TOKEN", help="The admin token, if one is set."),
+    ] = None,
+    warn_days: Annotated[
+        float | None,
+        typer.Option(help="Exit 1 if a certificate expires within this many days (monitoring)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the admin API's JSON.")] = False,
+) -> None:
+    """Every certificate the running gateway serves: listener, hosts, issuer, expiry, and any
+    reload refused; soonest expiry first."""
+    from rich.console import Console
+
+    from portway.admin.certs import certificates_table
+    from portway.admin.top import AdminError, fetch_json
+
+    if "://" not in admin:
+        admin = "http://" + admin
+    try:
+        document = fetch_json(admin, "/certificates", token)
+    except AdminError as exc:
+        typer.echo(f"portway certs: {exc}", err=True)
+        raise typer.Exit(2) from None
+    certificates = document.get("certificates", [])
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        # Piped output is read by scripts and grep: do not wrap host names at 80 columns.
+        Console(width=None if sys.stdout.isatty() else 200).print(certificates_table(certificates))
+    if warn_days is not None and any(c["days_left"] < warn_days for c in certificates):
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import ssl
-from collections.abc import Callable
 from typing import Any
 
 from portway.admin.report import config_fingerprint, worker_report
@@ -32,8 +30,8 @@ from portway.observability.stats_board import StatsBoard
 from portway.pki import MaterialError
 from portway.server.context import WorkerContext
 from portway.server.http1 import ClientConnection
-from portway.server.listeners import Listener, TlsHandshake
-from portway.tls.client_auth import TlsSession
+from portway.server.listeners import Listener
+from portway.server.tls_accept import TlsAcceptor
 
 log = logging.getLogger("portway.gateway")
 
@@ -82,7 +80,8 @@ class Gateway:
         self.sweeper.interval = sweep_interval(self.ctx.smallest_timeout)
         self.sweeper.hooks.append(self._refresh_services)
         self.servers: list[asyncio.Server] = []
-        self.listeners: list[Listener] = []
+        self.listeners: list[Listener] = self.ctx.listeners
+        self.acceptors: list[TlsAcceptor] = []
         self.sweeper.hooks.append(self._tick_listeners)
         self.addresses: list[tuple[str, int]] = []
         self.health = WorkerHealth(health, config, loop, lambda: self.ctx.snapshot.services)
@@ -122,30 +121,11 @@ class Gateway:
             self.loop,
             lambda: self.ctx.snapshot.config,
             self.report,
-            lambda: bool(self.servers) and not self.ctx.draining,
+            lambda: bool(self.servers or self.acceptors) and not self.ctx.draining,
         )
         self.admin = AdminServer(AdminState(source), sock)
         self.admin.start()
         self.admin_address = sock.getsockname()[:2]
-
-    def _protocol_factory(self, listener: Listener) -> Callable[[], asyncio.Protocol]:
-        ctx = self.ctx
-        store = listener.store
-        if store is None:
-            return lambda: ClientConnection(ctx, listener)
-
-        def attach(protocol: asyncio.Protocol, ssl_object: ssl.SSLObject) -> None:
-            assert isinstance(protocol, ClientConnection) and store is not None
-            protocol.tls = TlsSession(ssl_object, store)
-
-        return lambda: TlsHandshake(
-            self.loop,
-            listener,
-            ctx.stats,
-            ctx.connections,
-            lambda: ClientConnection(ctx, listener),
-            attach,
-        )
 
     def _tick_listeners(self, now: float) -> None:
         for listener in self.listeners:
@@ -179,16 +159,24 @@ class Gateway:
                 if admin_socket is not None:
                     admin_socket.close()
                 raise
+        ctx = self.ctx
         try:
             for index, sock in enumerate(sockets):
                 host, port = sock.getsockname()[:2]
                 listener = Listener(self.config, index, port, self.ctx.stats)
                 self.listeners.append(listener)
-                server = await self.loop.create_server(
-                    self._protocol_factory(listener), sock=sock, backlog=4096
-                )
-                self.servers.append(server)
                 self.addresses.append((host, port))
+
+                def client(listener: Listener = listener, ctx: WorkerContext = ctx) -> ClientConnection:
+                    return ClientConnection(ctx, listener)
+
+                if listener.store is not None:
+                    self.acceptors.append(
+                        TlsAcceptor(self.loop, sock, listener, ctx.stats, client)
+                    )
+                else:
+                    server = await self.loop.create_server(client, sock=sock, backlog=4096)
+                    self.servers.append(server)
         except MaterialError as exc:  # a certificate file changed since the config was checked
             for sock in sockets:
                 sock.close()
@@ -237,16 +225,18 @@ class Gateway:
         ctx.draining = True
         for server in self.servers:
             server.close()
+        for acceptor in self.acceptors:
+            acceptor.close()
         await self.health.close()
         for connection in list(ctx.connections):
-            if isinstance(connection, ClientConnection | TlsHandshake) and connection.idle:
+            if isinstance(connection, ClientConnection) and connection.idle:
                 connection.close()
         deadline = self.loop.time() + timeout
         while ctx.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
         finished = not ctx.connections
         for connection in list(ctx.connections):
-            if isinstance(connection, ClientConnection | TlsHandshake):
+            if isinstance(connection, ClientConnection):
                 connection.close()
         for service in ctx.snapshot.services.values():
             service.retire()
@@ -257,6 +247,8 @@ class Gateway:
             ctx.tracing.close()
         for server in self.servers:
             await server.wait_closed()
+        for acceptor in self.acceptors:
+            await acceptor.wait_closed()
         self.publish()  # the counts of the last requests outlive this process
         if self.admin is not None:
             admin, self.admin = self.admin, None

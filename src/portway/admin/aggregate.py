@@ -18,6 +18,16 @@ from typing import Any
 
 from portway.observability.stats import DURATION_BUCKETS
 
+COUNTERS = (
+    "requests",
+    "bytes_in",
+    "bytes_out",
+    "retries",
+    "overflows",
+    "errors",
+    "tls_handshakes",
+    "certificate_reloads",
+)
 HistogramData = tuple[list[int], float]  # per-bucket counts (the last is +Inf), sum of seconds
 
 
@@ -39,6 +49,11 @@ class Totals:
     retries: dict[tuple[str, ...], int] = field(default_factory=dict)
     overflows: dict[tuple[str, ...], int] = field(default_factory=dict)
     errors: dict[tuple[str, ...], int] = field(default_factory=dict)
+    tls_handshakes: dict[tuple[str, ...], int] = field(default_factory=dict)
+    certificate_reloads: dict[tuple[str, ...], int] = field(default_factory=dict)
+    # Every worker serves the same certificates: the first live report's list stands for all,
+    # except that a reload error any worker reports is shown.
+    certificates: list[dict[str, Any]] = field(default_factory=list)
     connections_total: int = 0
     connections_open: int = 0
     reloads_ok: int = 0
@@ -49,7 +64,7 @@ class Totals:
 
     def add(self, report: dict[str, Any], *, gauges: bool = True) -> None:
         """Add one worker's report; ``gauges=False`` adds only its counters (a departed worker)."""
-        for name in ("requests", "bytes_in", "bytes_out", "retries", "overflows", "errors"):
+        for name in COUNTERS:
             _add_counters(getattr(self, name), report.get(name, ()))
         # Every process is forked from one supervisor, so the bounds agree; histograms with other
         # bounds could not be summed bucket by bucket and are left out rather than misread.
@@ -64,11 +79,22 @@ class Totals:
             return
         self.workers += 1
         self.connections_open += int(report.get("connections_open", 0))
+        self._add_certificates(report.get("certificates", ()))
         for service, address, healthy, ejected, active in report.get("instances", ()):
             instance = self.instances.setdefault((service, address), InstanceTotals())
             instance.healthy = instance.healthy and bool(healthy)
             instance.ejected_by += 1 if ejected else 0
             instance.active += int(active)
+
+    def _add_certificates(self, certificates: Sequence[dict[str, Any]]) -> None:
+        if not self.certificates:
+            self.certificates = [dict(c) for c in certificates]
+            return
+        errors = {(c["listener"], c["position"]): c.get("reload_error") for c in certificates}
+        for certificate in self.certificates:
+            error = errors.get((certificate["listener"], certificate["position"]))
+            if error and not certificate.get("reload_error"):
+                certificate["reload_error"] = error
 
     def set_reloads(self, control: dict[str, Any]) -> None:
         """Take the reload counters from the supervisor's record: it alone decides whether a
@@ -160,7 +186,7 @@ def _as_report(totals: Totals) -> dict[str, Any]:
         "buckets": list(totals.buckets),
         **{
             name: [[*k, v] for k, v in getattr(totals, name).items()]
-            for name in ("requests", "bytes_in", "bytes_out", "retries", "overflows", "errors")
+            for name in COUNTERS
         },
         "duration": [[*k, c, s] for k, (c, s) in totals.duration.items()],
         "upstream_duration": [[*k, c, s] for k, (c, s) in totals.upstream_duration.items()],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -117,6 +118,32 @@ LAST_RELOAD = MetricSpec(
     "gauge",
     "Unix time of the last successful config reload; 0 if none since start.",
 )
+TLS_HANDSHAKES = MetricSpec(
+    "portway_tls_handshakes_total",
+    "counter",
+    "TLS handshakes on HTTPS listeners, by listener and result: ok, or why it failed (timeout, "
+    "not_tls, protocol_version, no_shared_cipher, client_certificate_invalid, ...).",
+    ("listener", "result"),
+)
+CERTIFICATE_RELOADS = MetricSpec(
+    "portway_tls_certificate_reloads_total",
+    "counter",
+    "Changed certificate files read, by listener and result: ok (now served) or failed (the "
+    "previous certificate keeps serving). Counted once per worker.",
+    ("listener", "result"),
+)
+CERTIFICATE_EXPIRY = MetricSpec(
+    "portway_tls_certificate_expiry_timestamp_seconds",
+    "gauge",
+    "Unix time when the served certificate expires, by listener and certificate (its first host).",
+    ("listener", "certificate"),
+)
+CERTIFICATE_RELOAD_ERROR = MetricSpec(
+    "portway_tls_certificate_reload_error",
+    "gauge",
+    "1 while a certificate's changed files are refused (the previous one serves), else 0.",
+    ("listener", "certificate"),
+)
 WORKERS = MetricSpec(
     "portway_workers_reporting", "gauge", "Worker processes whose statistics are included."
 )
@@ -137,6 +164,10 @@ ALL = (
     INSTANCE_ACTIVE,
     RELOADS,
     LAST_RELOAD,
+    TLS_HANDSHAKES,
+    CERTIFICATE_RELOADS,
+    CERTIFICATE_EXPIRY,
+    CERTIFICATE_RELOAD_ERROR,
     WORKERS,
 )
 
@@ -223,6 +254,16 @@ def families(view: MetricsView) -> Iterator[Metric]:
     }
     yield _counter(RELOADS, reloads)
     yield _gauge(LAST_RELOAD, {(): totals.last_reload_ok})
+    yield _counter(TLS_HANDSHAKES, totals.tls_handshakes)
+    yield _counter(CERTIFICATE_RELOADS, totals.certificate_reloads)
+    expiry: dict[tuple[str, ...], float] = {}
+    refused: dict[tuple[str, ...], float] = {}
+    for certificate in totals.certificates:
+        key = (str(certificate["listener"]), str((certificate["hosts"] or ["-"])[0]))
+        expiry[key] = datetime.fromisoformat(str(certificate["not_after"])).timestamp()
+        refused[key] = 1.0 if certificate.get("reload_error") else 0.0
+    yield _gauge(CERTIFICATE_EXPIRY, expiry)
+    yield _gauge(CERTIFICATE_RELOAD_ERROR, refused)
     yield _gauge(WORKERS, {(): totals.workers})
 
 

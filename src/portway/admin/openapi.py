@@ -112,6 +112,41 @@ _SCHEMAS: dict[str, Any] = {
             }
         }
     ),
+    "Certificates": _object(
+        {
+            "certificates": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "listener": _STRING,
+                        "position": {**_INT, "description": "In the listener's certificates."},
+                        "hosts": {**_STRINGS, "description": "SNI names it serves."},
+                        "names": {**_STRINGS, "description": "DNS names in the certificate."},
+                        "subject": _STRING,
+                        "issuer": _STRING,
+                        "serial": _STRING,
+                        "not_before": {**_STRING, "format": "date-time"},
+                        "not_after": {**_STRING, "format": "date-time"},
+                        "days_left": {"type": "number"},
+                        "fingerprint_sha256": _STRING,
+                        "source": {
+                            **_STRING,
+                            "description": "The certificate file, or `acme` while an ACME "
+                            "certificate is not issued yet (a self-signed stand-in serves).",
+                        },
+                        "default": _BOOL,
+                        "client_auth": {"enum": ["require", "request", None]},
+                        "reload_error": {
+                            "type": ["string", "null"],
+                            "description": "Why changed files were refused (the previous "
+                            "certificate serves), or null.",
+                        },
+                    }
+                ),
+            },
+            "acme": {"description": "The ACME process's record of its orders, or null."},
+        }
+    ),
     "Counts": _object(
         {
             "requests": {
@@ -252,6 +287,10 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
         "/services": _get(
             "Services with their instances, health and ejections.",
             {"200": _json("Services", "The services")},
+        ),
+        "/certificates": _get(
+            "Every certificate the HTTPS listeners serve, soonest expiry first.",
+            {"200": _json("Certificates", "The certificates")},
         ),
         "/stats": _get(
             "Cumulative counts per route and service for live views (the dashboard, `portway "

@@ -47,4 +47,7 @@ def worker_report(ctx: WorkerContext, fingerprint: str) -> dict[str, Any]:
                 ]
             )
     report["instances"] = instances
+    report["certificates"] = [
+        c for listener in ctx.listeners if listener.store is not None for c in listener.store.describe()
+    ]
     return report

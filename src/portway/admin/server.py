@@ -31,7 +31,13 @@ from portway.admin.live import stats_json
 from portway.admin.metrics import render
 from portway.admin.openapi import openapi_document
 from portway.admin.sources import AdminState
-from portway.admin.views import config_json, routes_json, routes_text, services_json
+from portway.admin.views import (
+    certificates_json,
+    config_json,
+    routes_json,
+    routes_text,
+    services_json,
+)
 from portway.config.types import parse_host_port
 
 log = logging.getLogger("portway.admin")
@@ -109,6 +115,10 @@ class _Handler(BaseHTTPRequestHandler):
         seen = self.server.state.observe()
         self._send_json(HTTPStatus.OK, services_json(seen.config, seen.totals, seen.health))
 
+    def certificates(self, query: dict[str, list[str]], secured: bool) -> None:
+        seen = self.server.state.observe()
+        self._send_json(HTTPStatus.OK, certificates_json(seen.config, seen.totals))
+
     def stats(self, query: dict[str, list[str]], secured: bool) -> None:
         seen = self.server.state.observe()
         self._send_json(HTTPStatus.OK, stats_json(seen.config, seen.totals, seen.health))
@@ -166,6 +176,7 @@ _ROUTES = {
     "/config": _Handler.config,
     "/routes": _Handler.routes,
     "/services": _Handler.services,
+    "/certificates": _Handler.certificates,
     "/stats": _Handler.stats,
     "/metrics": _Handler.metrics,
     "/openapi.json": _Handler.openapi,

@@ -30,7 +30,12 @@ class AdminError(Exception):
 
 def fetch_stats(base: str, token: str | None) -> dict[str, Any]:
     """One ``GET {base}/stats``."""
-    url = base.rstrip("/") + "/stats"
+    return fetch_json(base, "/stats", token)
+
+
+def fetch_json(base: str, path: str, token: str | None) -> dict[str, Any]:
+    """One ``GET {base}{path}`` of the admin API."""
+    url = base.rstrip("/") + path
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     if token:
         request.add_header("Authorization", f"Bearer {token}")

@@ -1,4 +1,4 @@
-"""The JSON bodies of ``/config``, ``/routes`` and ``/services``.
+"""The JSON bodies of ``/config``, ``/routes``, ``/services`` and ``/certificates``.
 
 Built from the config the admin API serves (the same one the workers serve, by fingerprint) and the
 aggregated totals; ``/routes`` runs the real ``compile_routes``, so what it shows is the table the
@@ -7,6 +7,10 @@ workers select from, in the order they try it.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import time
+from datetime import datetime
 from typing import Any
 
 from portway.admin.aggregate import Totals
@@ -120,3 +124,19 @@ def services_json(config: Config, totals: Totals, health: InstanceHealth) -> dic
             }
         )
     return {"services": services}
+
+
+def certificates_json(config: Config, totals: Totals) -> dict[str, Any]:
+    """Every certificate the listeners serve, soonest expiry first, and the ACME process's record
+    of its orders (``acme.state_dir/status.json``) when there is one."""
+    now = time.time()
+    certificates = []
+    for certificate in totals.certificates:
+        expires = datetime.fromisoformat(str(certificate["not_after"])).timestamp()
+        certificates.append({**certificate, "days_left": round((expires - now) / 86400, 2)})
+    certificates.sort(key=lambda c: (c["days_left"], c["listener"], c["position"]))
+    acme: Any = None
+    status_file = config.acme.challenge_dir.parent / "status.json"
+    with contextlib.suppress(OSError, ValueError):
+        acme = json.loads(status_file.read_text("utf-8"))
+    return {"certificates": certificates, "acme": acme}

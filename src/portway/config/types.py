@@ -118,15 +118,15 @@ def validate_host_pattern(value: str) -> str:
 
 
 def _file_path(value: object, info: ValidationInfo) -> str:
-    """A path to a file; relative paths are relative to the config file's directory (the loader
-    passes it as ``base_dir`` in the validation context), or to the working directory."""
+    """A path to a file; relative paths are made relative to the config file's directory (the
+    loader passes it as ``base_dir`` in the validation context)."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a file path, got {value!r}")
     path = Path(value.strip()).expanduser()
-    if not path.is_absolute():
-        context = info.context if isinstance(info.context, dict) else {}
-        path = Path(context.get("base_dir", ".")) / path
-    return str(path.absolute())
+    context = info.context if isinstance(info.context, dict) else {}
+    if path.is_absolute() or "base_dir" not in context:
+        return str(path)  # without a config file, relative stays relative: to the working directory
+    return str((Path(context["base_dir"]) / path).absolute())
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]

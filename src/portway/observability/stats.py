@@ -52,6 +52,11 @@ class WorkerStats:
         self.overflows: dict[tuple[str, str], int] = {}
         self.errors: dict[str, int] = {}  # portway-error causes of local answers
         self.connections_total = 0
+        # TLS passthrough: connections by (listener, service, outcome), where the service is ""
+        # when none was chosen and the outcome one of server.passthrough.OUTCOMES; bytes relayed
+        # by (service, "in" from clients or "out" to them).
+        self.passthrough_connections: dict[tuple[str, str, str], int] = {}
+        self.passthrough_bytes: dict[tuple[str, str], int] = {}
         # (listener, "ok" or why the handshake failed) and (listener, "ok"/"failed")
         self.tls_handshakes: dict[tuple[str, str], int] = {}
         self.certificate_reloads: dict[tuple[str, str], int] = {}
@@ -106,6 +111,17 @@ class WorkerStats:
         key = (listener, "ok" if ok else "failed")
         self.certificate_reloads[key] = self.certificate_reloads.get(key, 0) + 1
 
+    def passthrough_ended(
+        self, listener: str, service: str, outcome: str, bytes_in: int, bytes_out: int
+    ) -> None:
+        key = (listener, service, outcome)
+        connections = self.passthrough_connections
+        connections[key] = connections.get(key, 0) + 1
+        if service:
+            relayed = self.passthrough_bytes
+            relayed[service, "in"] = relayed.get((service, "in"), 0) + bytes_in
+            relayed[service, "out"] = relayed.get((service, "out"), 0) + bytes_out
+
     def reloaded(self, ok: bool) -> None:
         if ok:
             self.reloads_ok += 1
@@ -129,6 +145,8 @@ class WorkerStats:
             "overflows": [[*k, v] for k, v in self.overflows.items()],
             "errors": [[k, v] for k, v in self.errors.items()],
             "connections_total": self.connections_total,
+            "passthrough_connections": [[*k, v] for k, v in self.passthrough_connections.items()],
+            "passthrough_bytes": [[*k, v] for k, v in self.passthrough_bytes.items()],
             "tls_handshakes": [[*k, v] for k, v in self.tls_handshakes.items()],
             "certificate_reloads": [[*k, v] for k, v in self.certificate_reloads.items()],
             "reloads_ok": self.reloads_ok,

@@ -16,6 +16,7 @@ from portway.observability.trace_context import Propagator
 
 if TYPE_CHECKING:
     from portway.observability.tracing import Tracing
+    from portway.server.listeners import Listener
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -61,6 +62,7 @@ class WorkerContext:
         self.explain_from = _networks(server.explain_from)
         self.merge_slashes = server.merge_slashes
         self.connections: set[asyncio.Protocol] = set()
+        self.listeners: list[Listener] = []  # filled by the gateway as it starts them
         self.draining = False
         self.stats = WorkerStats()
         self.access_log = AccessLog(server.access_log) if server.access_log.enabled else None

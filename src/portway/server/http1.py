@@ -97,7 +97,7 @@ class ClientConnection(asyncio.Protocol):
         port, proto = listener.port, listener.proto
         # Redirects, ACME challenges, HSTS, client certificates: looked at only when configured.
         self.special = listener.handles_specially
-        self.tls: TlsSession | None = None  # set before connection_made on HTTPS listeners
+        self.tls: TlsSession | None = None  # what the handshake established, on HTTPS listeners
         self.loop = ctx.loop
         self.sweeper = ctx.sweeper
         self.stats = ctx.stats
@@ -135,6 +135,11 @@ class ClientConnection(asyncio.Protocol):
         self.client_ip = ip
         self.info = ClientInfo(ip, self.port, self.proto, ip_in(ip, ctx.trusted_proxies))
         self.may_explain = ip_in(ip, ctx.explain_from)
+        store = self.listener.store
+        if store is not None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                self.tls = TlsSession(ssl_object, store)
         ctx.connections.add(self)
         ctx.sweeper.add(self)
         self.stats.connections_total += 1

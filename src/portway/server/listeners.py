@@ -3,9 +3,7 @@
 Plain and HTTPS listeners speak HTTP/1.1 through ``ClientConnection``; what differs is in
 ``Listener``: the scheme forwarded upstream, the certificate store, HSTS, the redirect to HTTPS
 and the ACME challenges a plain listener answers.
-An HTTPS connection is accepted by ``TlsHandshake``: it runs the handshake through the loop's
-``start_tls`` and only then hands the connection to a ``ClientConnection``. So a failed handshake
-is seen with its reason (counted per listener), which a server started with ``ssl=`` would hide.
+HTTPS connections are accepted by ``server.tls_accept``.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 
 from portway.config.model import Config, ListenerConfig
@@ -129,96 +126,3 @@ def handshake_failure(exc: BaseException) -> str:
     if isinstance(exc, ConnectionError | EOFError):
         return "closed"
     return "other"
-
-
-class _Held(asyncio.Protocol):
-    """Keeps what arrives between the handshake's end and the hand-over to the HTTP protocol."""
-
-    def __init__(self) -> None:
-        self.data: list[bytes] = []
-        self.eof = False
-        self.lost: tuple[Exception | None] | None = None
-
-    def data_received(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        return True  # stay open: the HTTP protocol decides
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = (exc,)
-
-
-class TlsHandshake(asyncio.Protocol):
-    """Accepts one TCP connection of an HTTPS listener, shakes hands, hands over."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        listener: Listener,
-        stats: WorkerStats,
-        connections: set[asyncio.Protocol],
-        make_protocol: Callable[[], asyncio.Protocol],
-        on_tls: Callable[[asyncio.Protocol, ssl.SSLObject], None],
-    ) -> None:
-        self.loop = loop
-        self.listener = listener
-        self.stats = stats
-        self.connections = connections
-        self.make_protocol = make_protocol
-        self.on_tls = on_tls
-        self.task: asyncio.Task[None] | None = None
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # a stream transport
-        transport.pause_reading()  # type: ignore[attr-defined]  # start_tls reads the ClientHello, not this protocol
-        self.connections.add(self)
-        self.task = self.loop.create_task(self._handshake(self.transport))
-
-    def close(self) -> None:
-        """A drain closes connections still shaking hands."""
-        if self.task is not None:
-            self.task.cancel()
-
-    idle = True  # no request in flight: a drain may close it at once
-
-    async def _handshake(self, transport: asyncio.Transport) -> None:
-        listener = self.listener
-        store = listener.store
-        assert store is not None
-        held = _Held()
-        try:
-            tls = await self.loop.start_tls(
-                transport,
-                held,
-                store.base,
-                server_side=True,
-                ssl_handshake_timeout=store.policy.handshake_timeout,
-            )
-        except asyncio.CancelledError:
-            transport.abort()
-            return
-        except Exception as exc:  # any failure is the client's connection's alone
-            self.stats.handshake(listener.name, handshake_failure(exc))
-            transport.abort()
-            return
-        finally:
-            self.connections.discard(self)
-        if tls is None:  # the loop refused TLS on this transport
-            transport.abort()
-            return
-        self.stats.handshake(listener.name, "ok")
-        protocol = self.make_protocol()
-        ssl_object = tls.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            self.on_tls(protocol, ssl_object)
-        tls.set_protocol(protocol)
-        protocol.connection_made(tls)
-        for data in held.data:
-            protocol.data_received(data)
-        if held.lost is not None:
-            protocol.connection_lost(held.lost[0])
-        elif held.eof and not protocol.eof_received():
-            tls.close()
