@@ -119,8 +119,9 @@ class ListenerTlsConfig(_Model):
     ciphers: str | None = Field(
         None, description="OpenSSL cipher list for TLS 1.2; none: OpenSSL's secure default."
     )
-    alpn: list[Literal["http/1.1"]] = Field(
-        ["http/1.1"], description="Application protocols offered through ALPN, in preference order."
+    alpn: list[str] = Field(
+        ["http/1.1"],
+        description="Application protocols offered through ALPN (RFC 7301); today `http/1.1`.",
     )
     session_tickets: bool = Field(True, description="Offer session resumption tickets.")
     ticket_key_rotation: Duration = Field(
@@ -150,9 +151,17 @@ class ListenerTlsConfig(_Model):
 
     @field_validator("alpn")
     @classmethod
-    def _alpn_not_empty(cls, value: list[str]) -> list[str]:
+    def _alpn_served(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("offer at least one protocol")
+        for protocol in value:
+            if protocol == "h2":
+                raise ValueError(
+                    "h2 is not served yet: Portway speaks HTTP/1.1 to clients, and offering h2 "
+                    "would make clients that pick it fail"
+                )
+            if protocol != "http/1.1":
+                raise ValueError(f"unknown ALPN protocol {protocol!r} (served: http/1.1)")
         return value
 
     @field_validator("ticket_key_rotation")
