@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from portway.admin.report import config_fingerprint, worker_report
@@ -31,6 +32,7 @@ from portway.pki import MaterialError
 from portway.server.context import WorkerContext
 from portway.server.http1 import ClientConnection
 from portway.server.listeners import Listener
+from portway.server.passthrough import PassthroughConnection
 from portway.server.tls_accept import TlsAcceptor
 
 log = logging.getLogger("portway.gateway")
@@ -127,6 +129,28 @@ class Gateway:
         self.admin.start()
         self.admin_address = sock.getsockname()[:2]
 
+    async def _serve(self, listener: Listener, sock: socket.socket) -> None:
+        """Accept on ``sock`` with the protocol of ``listener``'s kind."""
+        ctx = self.ctx
+        passthrough = listener.config.passthrough
+        factory: Callable[[], asyncio.Protocol]
+        if passthrough is not None:
+            hello = passthrough.client_hello_timeout
+
+            def factory() -> asyncio.Protocol:
+                return PassthroughConnection(
+                    ctx, listener.sni_routes, client_hello_timeout=hello, listener=listener.name
+                )
+        else:
+
+            def factory() -> asyncio.Protocol:
+                return ClientConnection(ctx, listener)
+
+            if listener.store is not None:
+                self.acceptors.append(TlsAcceptor(self.loop, sock, listener, ctx.stats, factory))
+                return
+        self.servers.append(await self.loop.create_server(factory, sock=sock, backlog=4096))
+
     def _tick_listeners(self, now: float) -> None:
         for listener in self.listeners:
             if listener.store is not None:
@@ -167,22 +191,15 @@ class Gateway:
                 self.listeners.append(listener)
                 self.addresses.append((host, port))
 
-                def client(listener: Listener = listener, ctx: WorkerContext = ctx) -> ClientConnection:
-                    return ClientConnection(ctx, listener)
-
-                if listener.store is not None:
-                    self.acceptors.append(
-                        TlsAcceptor(self.loop, sock, listener, ctx.stats, client)
-                    )
-                else:
-                    server = await self.loop.create_server(client, sock=sock, backlog=4096)
-                    self.servers.append(server)
+                listener.use_services(ctx.snapshot.services)
+                await self._serve(listener, sock)
         except MaterialError as exc:  # a certificate file changed since the config was checked
             for sock in sockets:
                 sock.close()
             if admin_socket is not None:
                 admin_socket.close()
             raise ConfigError([ConfigIssue("<listeners>", "", str(exc))]) from None
+        self.sweeper.interval = sweep_interval(ctx.smallest_timeout)  # with the listeners' own
         self.sweeper.start()
         self.health.start()
         self.publish()  # the admin API's readiness waits for a first report
@@ -210,6 +227,8 @@ class Gateway:
         previous = self.ctx.snapshot
         snapshot = assemble(config, previous, self.loop, self.sweeper)
         self.ctx.snapshot = snapshot
+        for listener in self.listeners:
+            listener.use_services(snapshot.services)
         self.fingerprint = config_fingerprint(config)
         retire_replaced(previous, snapshot)
         self.health.reload(config)
@@ -229,14 +248,14 @@ class Gateway:
             acceptor.close()
         await self.health.close()
         for connection in list(ctx.connections):
-            if isinstance(connection, ClientConnection) and connection.idle:
+            if isinstance(connection, ClientConnection | PassthroughConnection) and connection.idle:
                 connection.close()
         deadline = self.loop.time() + timeout
         while ctx.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
         finished = not ctx.connections
         for connection in list(ctx.connections):
-            if isinstance(connection, ClientConnection):
+            if isinstance(connection, ClientConnection | PassthroughConnection):
                 connection.close()
         for service in ctx.snapshot.services.values():
             service.retire()

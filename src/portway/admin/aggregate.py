@@ -27,6 +27,8 @@ COUNTERS = (
     "errors",
     "tls_handshakes",
     "certificate_reloads",
+    "passthrough_connections",
+    "passthrough_bytes",
 )
 HistogramData = tuple[list[int], float]  # per-bucket counts (the last is +Inf), sum of seconds
 
@@ -51,6 +53,8 @@ class Totals:
     errors: dict[tuple[str, ...], int] = field(default_factory=dict)
     tls_handshakes: dict[tuple[str, ...], int] = field(default_factory=dict)
     certificate_reloads: dict[tuple[str, ...], int] = field(default_factory=dict)
+    passthrough_connections: dict[tuple[str, ...], int] = field(default_factory=dict)
+    passthrough_bytes: dict[tuple[str, ...], int] = field(default_factory=dict)
     # Every worker serves the same certificates: the first live report's list stands for all,
     # except that a reload error any worker reports is shown.
     certificates: list[dict[str, Any]] = field(default_factory=list)

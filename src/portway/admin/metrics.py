@@ -144,6 +144,21 @@ CERTIFICATE_RELOAD_ERROR = MetricSpec(
     "1 while a certificate's changed files are refused (the previous one serves), else 0.",
     ("listener", "certificate"),
 )
+PASSTHROUGH_CONNECTIONS = MetricSpec(
+    "portway_passthrough_connections_total",
+    "counter",
+    "TLS passthrough connections ended, by listener, service (empty when none was chosen) and "
+    "outcome (relayed, idle_timeout, hello_timeout, not_tls, malformed, too_large, no_route, "
+    "no_healthy_instance, overflow_max_connections, connect_failed, connect_timeout, "
+    "client_closed).",
+    ("listener", "service", "outcome"),
+)
+PASSTHROUGH_BYTES = MetricSpec(
+    "portway_passthrough_bytes_total",
+    "counter",
+    "Bytes relayed by TLS passthrough, by service and direction (in: from clients, out: to them).",
+    ("service", "direction"),
+)
 WORKERS = MetricSpec(
     "portway_workers_reporting", "gauge", "Worker processes whose statistics are included."
 )
@@ -168,6 +183,8 @@ ALL = (
     CERTIFICATE_RELOADS,
     CERTIFICATE_EXPIRY,
     CERTIFICATE_RELOAD_ERROR,
+    PASSTHROUGH_CONNECTIONS,
+    PASSTHROUGH_BYTES,
     WORKERS,
 )
 
@@ -264,6 +281,8 @@ def families(view: MetricsView) -> Iterator[Metric]:
         refused[key] = 1.0 if certificate.get("reload_error") else 0.0
     yield _gauge(CERTIFICATE_EXPIRY, expiry)
     yield _gauge(CERTIFICATE_RELOAD_ERROR, refused)
+    yield _counter(PASSTHROUGH_CONNECTIONS, totals.passthrough_connections)
+    yield _counter(PASSTHROUGH_BYTES, totals.passthrough_bytes)
     yield _gauge(WORKERS, {(): totals.workers})
 
 

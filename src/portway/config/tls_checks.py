@@ -115,6 +115,14 @@ def _check_passthrough(
         at: FieldPath = (*path, "passthrough", "routes", position)
         if route.service not in services:
             issues.append(((*at, "service"), f"unknown service '{route.service}' ({defined})"))
+        elif services[route.service].tls is not None:
+            issues.append(
+                (
+                    (*at, "service"),
+                    f"service '{route.service}' has tls settings, but passthrough relays the "
+                    "client's own TLS unterminated: remove them or use a TLS listener",
+                )
+            )
         for host in route.hosts:
             if host in claimed:
                 issues.append(

@@ -81,4 +81,10 @@ class WorkerContext:
     @property
     def smallest_timeout(self) -> float:
         server_timeouts = [self.header_timeout, self.keepalive_timeout, self.body_timeout]
-        return min([t for t in server_timeouts if t > 0] + self.snapshot.smallest_timeouts())
+        hello = [
+            lr.config.passthrough.client_hello_timeout
+            for lr in self.listeners
+            if lr.config.passthrough is not None
+        ]
+        timeouts = server_timeouts + hello
+        return min([t for t in timeouts if t > 0] + self.snapshot.smallest_timeouts())

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
 
 from portway.config.model import Config, ListenerConfig
 from portway.config.tls import HttpsRedirectConfig
 from portway.observability.stats import WorkerStats
+from portway.proxy.service import Service
+from portway.tls.sni_routes import SniRoutes, compile_sni_routes
 from portway.tls.store import CertificateStore
 
 log = logging.getLogger("portway.listeners")
@@ -39,6 +42,7 @@ class Listener:
         "port",
         "proto",
         "redirect",
+        "sni",
         "store",
     )
 
@@ -50,6 +54,7 @@ class Listener:
         self.name = listener_name(listener, index)
         self.proto = b"https" if listener.tls is not None else b"http"
         self.store: CertificateStore | None = None
+        self.sni: SniRoutes[Service] | None = None  # a passthrough listener's, see use_services
         if listener.tls is not None:
             name = self.name
             self.store = CertificateStore(
@@ -77,7 +82,7 @@ class Listener:
         """Follow a new config for the same address (certificates, HSTS, redirect); raises
         ``MaterialError`` and changes nothing when a certificate cannot be served."""
         listener = config.listeners[self.index]
-        if (listener.tls is None) != (self.store is None) or listener.passthrough:
+        if _kind(listener) != _kind(self.config):
             log.warning("listener %s changed kind: that takes effect on restart only", self.name)
             return
         if self.store is not None and listener.tls is not None and (
@@ -85,6 +90,19 @@ class Listener:
         ):
             self.store.configure(listener.tls, config.acme)
         self._apply(config, listener)
+
+    def use_services(self, services: Mapping[str, Service]) -> None:
+        """Route a passthrough listener's SNI names to ``services`` (a new snapshot's)."""
+        passthrough = self.config.passthrough
+        if passthrough is not None:
+            self.sni = compile_sni_routes(passthrough, services)
+            for problem in self.sni.diagnostics:
+                log.warning("listener %s: %s", self.name, problem)
+
+    def sni_routes(self) -> SniRoutes[Service]:
+        """The current SNI table of a passthrough listener (reloads replace it)."""
+        assert self.sni is not None, "use_services before serving a passthrough listener"
+        return self.sni
 
     @property
     def handles_specially(self) -> bool:
@@ -96,6 +114,12 @@ class Listener:
             or self.hsts is not None
             or (self.store is not None and any(s.client_auth for s in self.store.served))
         )
+
+
+def _kind(listener: ListenerConfig) -> str:
+    if listener.passthrough is not None:
+        return "passthrough"
+    return "https" if listener.tls is not None else "http"
 
 
 _FAILURES = {
