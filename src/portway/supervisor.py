@@ -17,6 +17,12 @@ The admin API runs in one more child, the admin process, on a socket the supervi
 worker publishes its statistics about once a second to its slot of a ``StatsBoard`` (shared memory
 mapped before forking, like the health board); the admin process sums them. The supervisor
 publishes its reload counters to the board's last slot: it alone decides whether a reload is taken.
+
+ACME certificates are obtained and renewed by one more child, the ACME process (``acme.process``),
+forked when a listener has an ``acme: true`` certificate: one account and one order per
+certificate, whatever the number of workers. It is started after the workers are ready, because
+the CA's HTTP-01 requests reach their plain listeners at once; it writes the certificate files that
+the workers' HTTPS listeners reload, and the challenge files their plain listeners answer with.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from portway.acme.manager import needs_acme
+from portway.acme.process import run_acme
 from portway.admin.process import run_admin
 from portway.admin.server import bind_admin
 from portway.config.model import Config
@@ -151,7 +159,7 @@ def needs_prober(config: Config) -> bool:
 @dataclass
 class _Slot:
     index: int
-    role: Literal["worker", "prober", "admin"] = "worker"
+    role: Literal["worker", "prober", "admin", "acme"] = "worker"
     pid: int = 0
     started: float = 0.0
     failures: int = 0
@@ -161,7 +169,8 @@ class _Slot:
     def label(self) -> str:
         if self.role == "worker":
             return f"worker {self.index}"
-        return "health prober" if self.role == "prober" else "admin process"
+        labels = {"prober": "health prober", "admin": "admin process", "acme": "ACME process"}
+        return labels[self.role]
 
 
 @dataclass
@@ -208,6 +217,9 @@ class Supervisor:
             if not self._wait_ready(ready):
                 self._stop_all(timeout=5.0)
                 return 1
+            if needs_acme(self.config) and not self._start_acme():
+                self._stop_all(timeout=5.0)
+                return 1
             if self.admin_socket is not None:  # before "listening on": tests read it by then
                 host, port = self.admin_socket.getsockname()[:2]
                 pid = next(s.pid for s in self.slots if s.role == "admin")
@@ -234,7 +246,7 @@ class Supervisor:
     def _spawn(self, slot: _Slot) -> int:
         read_fd, write_fd = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child: a worker, the prober or the admin process
+        if pid == 0:  # the child: a worker, the prober, the admin process or the ACME process
             os.close(read_fd)
             for sock in self.reserved:
                 sock.close()
@@ -249,6 +261,8 @@ class Supervisor:
                 config, reload, board, stats = self.config, self.reload, self.board, self.stats
                 if slot.role == "prober":
                     code = run_prober(config, reload, write_fd, board)
+                elif slot.role == "acme":
+                    code = run_acme(config, reload, write_fd)
                 elif slot.role == "admin":
                     assert self.admin_socket is not None and stats is not None
                     admin = self.admin_socket
@@ -362,6 +376,16 @@ class Supervisor:
             self.slots.append(slot)
             if self._wait_ready([self._spawn(slot)]):
                 log.info("health prober started as pid %d", slot.pid)
+        if needs_acme(self.config) and not any(s.role == "acme" for s in self.slots):
+            self._start_acme()  # the first ACME certificate came with this config
+
+    def _start_acme(self) -> bool:
+        slot = _Slot(len(self.slots), role="acme")
+        self.slots.append(slot)
+        if not self._wait_ready([self._spawn(slot)]):
+            return False
+        log.info("ACME process started as pid %d", slot.pid)
+        return True
 
     def _stop_all(self, timeout: float) -> None:
         for slot in self.slots:

@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("deadlines",),  # the per-worker Sweeper: runtime machinery for connections, imports nothing
     ("observability",),  # request statistics and the access log: written by proxy and server
     ("tls",),  # SSL contexts, certificates by SNI and their reload, client identity, ClientHello
+    ("acme",),  # ACME account, orders and renewals (certbot's acme library); the ACME process
     ("health",),  # active health checks: probes, the shared board, the prober; set Endpoint.healthy
     ("upstream",),  # pools and connections to instances, forwarding headers
     ("proxy",),  # Service and Exchange: pick, connect, relay

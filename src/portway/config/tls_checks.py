@@ -37,6 +37,33 @@ def check_tls(config: Config) -> list[Issue]:
             issues += _check_passthrough(listener, path, config.services)
     for name, service in config.services.items():
         issues += _check_upstream_tls(service, ("services", name, "tls"))
+    issues += _check_acme_folders(config)
+    return issues
+
+
+def _check_acme_folders(config: Config) -> list[Issue]:
+    """ACME certificates are stored under their first host: two host lists sharing a first host
+    would share one certificate."""
+    issues: list[Issue] = []
+    first: dict[str, tuple[list[str], FieldPath]] = {}
+    for index, listener in enumerate(config.listeners):
+        if listener.tls is None:
+            continue
+        for position, certificate in enumerate(listener.tls.certificates):
+            if not certificate.acme:
+                continue
+            at: FieldPath = ("listeners", index, "tls", "certificates", position, "hosts")
+            hosts = list(certificate.hosts)
+            seen = first.setdefault(hosts[0], (hosts, at))
+            if seen[0] != hosts:
+                issues.append(
+                    (
+                        at,
+                        f"ACME certificates are kept by their first host, and '{hosts[0]}' also "
+                        f"starts another host list ({', '.join(seen[0])}): use the same list or "
+                        "another first host",
+                    )
+                )
     return issues
 
 
