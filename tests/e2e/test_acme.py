@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from portway.acme import AcmeClient, AcmeError, CertificateManager
 from portway.config.model import Config
-from tests.support.admin import wait_until
+from tests.support.admin import admin_get, wait_until
 from tests.support.backends import Backend
 from tests.support.pebble import (
     ChallengeServer,
@@ -353,6 +353,25 @@ def test_portway_run_obtains_and_serves_an_acme_certificate(tmp_path: Path) -> N
             served_serial = int(peer["serialNumber"], 16)
             assert record["serial"] == f"{served_serial:x}" and record["last_error"] is None
             assert "There are now 1 accounts in memory" in ca.log()
+            # The admin API shows the ACME record and the served certificate; metrics too.
+            admin_port = gateway.admin_port
+
+            def issued_and_reported() -> list[dict[str, Any]] | None:
+                listed = admin_get(admin_port, "/certificates").json()["certificates"]
+                return listed if listed and listed[0]["source"] != "acme" else None
+
+            certificates = wait_until(issued_and_reported)
+            assert certificates is not None
+            assert certificates[0]["serial"] == record["serial"]
+            acme = admin_get(admin_port, "/certificates").json()["acme"]
+            assert [r["hosts"] for r in acme] == [HOSTS]
+            metrics = admin_get(admin_port, "/metrics").text
+            assert 'portway_acme_consecutive_failures{certificate="portway.test"} 0.0' in metrics
+            found = re.search(
+                r'portway_acme_last_success_timestamp_seconds\{certificate="portway.test"\} (\S+)',
+                metrics,
+            )
+            assert found is not None and abs(float(found[1]) - record["last_success"]) < 1.0
             assert gateway.stop() == 0
         assert "did not stop in time" not in gateway.stderr_text()
 

@@ -23,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from portway.acme.status import CertificateStatus
 from portway.admin.aggregate import HistogramData, Totals
 from portway.health.state import HealthState
 
@@ -159,6 +160,25 @@ PASSTHROUGH_BYTES = MetricSpec(
     "Bytes relayed by TLS passthrough, by service and direction (in: from clients, out: to them).",
     ("service", "direction"),
 )
+ACME_FAILURES = MetricSpec(
+    "portway_acme_consecutive_failures",
+    "gauge",
+    "Failed ACME orders or renewals in a row for a certificate (by its first host); 0 after a "
+    "success. The previous certificate keeps serving meanwhile.",
+    ("certificate",),
+)
+ACME_LAST_SUCCESS = MetricSpec(
+    "portway_acme_last_success_timestamp_seconds",
+    "gauge",
+    "Unix time the certificate was last obtained or renewed; 0 if never.",
+    ("certificate",),
+)
+ACME_RENEW_AT = MetricSpec(
+    "portway_acme_renew_at_timestamp_seconds",
+    "gauge",
+    "Unix time from which the certificate is due for renewal (renew_after of its lifetime).",
+    ("certificate",),
+)
 WORKERS = MetricSpec(
     "portway_workers_reporting", "gauge", "Worker processes whose statistics are included."
 )
@@ -185,6 +205,9 @@ ALL = (
     CERTIFICATE_RELOAD_ERROR,
     PASSTHROUGH_CONNECTIONS,
     PASSTHROUGH_BYTES,
+    ACME_FAILURES,
+    ACME_LAST_SUCCESS,
+    ACME_RENEW_AT,
     WORKERS,
 )
 
@@ -198,6 +221,7 @@ class MetricsView:
     totals: Totals
     health: InstanceHealth  # instances of services with a health check, from the board
     instances: tuple[tuple[str, str], ...]  # (service, address) of the current config
+    acme: tuple[CertificateStatus, ...] = ()  # the ACME process's records (status.json)
 
 
 def _counter(spec: MetricSpec, rows: Mapping[tuple[str, ...], int]) -> Metric:
@@ -283,6 +307,9 @@ def families(view: MetricsView) -> Iterator[Metric]:
     yield _gauge(CERTIFICATE_RELOAD_ERROR, refused)
     yield _counter(PASSTHROUGH_CONNECTIONS, totals.passthrough_connections)
     yield _counter(PASSTHROUGH_BYTES, totals.passthrough_bytes)
+    yield _gauge(ACME_FAILURES, {(r.hosts[0],): float(r.failures) for r in view.acme})
+    yield _gauge(ACME_LAST_SUCCESS, {(r.hosts[0],): r.last_success or 0.0 for r in view.acme})
+    yield _gauge(ACME_RENEW_AT, {(r.hosts[0],): r.renew_at or 0.0 for r in view.acme})
     yield _gauge(WORKERS, {(): totals.workers})
 
 

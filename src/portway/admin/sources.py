@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from portway.acme.status import read_status
 from portway.admin.aggregate import Aggregator, Totals
 from portway.admin.metrics import InstanceHealth, MetricsView, registry_for
 from portway.admin.report import config_fingerprint
@@ -166,6 +167,12 @@ class Readiness:
     workers: list[dict[str, Any]]
 
 
+def _has_acme(config: Config) -> bool:
+    return any(
+        c.acme for lc in config.listeners if lc.tls is not None for c in lc.tls.certificates
+    )
+
+
 class AdminState:
     """A source, the aggregation over time, and the metrics registry; shared by handler threads."""
 
@@ -186,7 +193,8 @@ class AdminState:
             for name, service in sorted(seen.config.services.items())
             for instance in service.instances
         )
-        return MetricsView(seen.totals, seen.health, instances)
+        acme = read_status(seen.config.acme) if _has_acme(seen.config) else []
+        return MetricsView(seen.totals, seen.health, instances, tuple(acme))
 
     def readiness(self) -> Readiness:
         """Ready when serving and every worker reported, recently, serving the current config."""

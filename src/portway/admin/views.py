@@ -7,12 +7,11 @@ workers select from, in the order they try it.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from datetime import datetime
 from typing import Any
 
+from portway.acme.status import read_status, status_path
 from portway.admin.aggregate import Totals
 from portway.admin.metrics import InstanceHealth
 from portway.config.model import Config
@@ -135,8 +134,6 @@ def certificates_json(config: Config, totals: Totals) -> dict[str, Any]:
         expires = datetime.fromisoformat(str(certificate["not_after"])).timestamp()
         certificates.append({**certificate, "days_left": round((expires - now) / 86400, 2)})
     certificates.sort(key=lambda c: (c["days_left"], c["listener"], c["position"]))
-    acme: Any = None
-    status_file = config.acme.challenge_dir.parent / "status.json"
-    with contextlib.suppress(OSError, ValueError):
-        acme = json.loads(status_file.read_text("utf-8"))
+    records = read_status(config.acme) if status_path(config.acme).exists() else None
+    acme = [r.to_json() for r in records] if records is not None else None
     return {"certificates": certificates, "acme": acme}
