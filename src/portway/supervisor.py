@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from portway.acme.manager import needs_acme
 from portway.acme.process import run_acme
@@ -49,6 +49,7 @@ from portway.config.types import format_host_port, parse_host_port
 from portway.errors import ConfigError
 from portway.gateway import Gateway, bind_listener, new_event_loop
 from portway.health import Board, BoardSink, Prober
+from portway.observability.stats import RECENT_RELOADS, reload_event
 from portway.observability.stats_board import StatsBoard
 
 log = logging.getLogger("portway.workers")
@@ -104,7 +105,7 @@ def run_worker(
         try:
             gateway.reload(reload())
         except ConfigError as exc:
-            gateway.ctx.stats.reloaded(False)
+            gateway.ctx.stats.reloaded(False, str(exc))
             log.error("reload refused, the current config keeps serving:\n%s", exc)
 
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
@@ -187,6 +188,7 @@ class Supervisor:
     reloads: dict[str, float] = field(
         default_factory=lambda: {"reloads_ok": 0, "reloads_failed": 0, "last_reload_ok": 0.0}
     )
+    reload_events: list[list[Any]] = field(default_factory=list)  # the last RECENT_RELOADS
 
     def run(self) -> int:
         reserved = self.reserved = [reserve(lc.address) for lc in self.config.listeners]
@@ -241,7 +243,10 @@ class Supervisor:
 
     def _publish_reloads(self) -> None:
         if self.stats is not None:
-            self.stats.publish(self.workers, {"role": "supervisor", **self.reloads})
+            self.stats.publish(
+                self.workers,
+                {"role": "supervisor", **self.reloads, "reload_events": self.reload_events},
+            )
 
     def _spawn(self, slot: _Slot) -> int:
         read_fd, write_fd = os.pipe()
@@ -360,11 +365,13 @@ class Supervisor:
             self.config = self.reload()
         except ConfigError as exc:
             self.reloads["reloads_failed"] += 1
+            self._remember_reload(False, str(exc))
             self._publish_reloads()
             log.error("SIGHUP: the new config is invalid, nothing changes:\n%s", exc)
             return
         self.reloads["reloads_ok"] += 1
         self.reloads["last_reload_ok"] = time.time()
+        self._remember_reload(True, None)
         self._publish_reloads()
         log.info("SIGHUP: config is valid; workers reload it")
         for slot in self.slots:
@@ -378,6 +385,10 @@ class Supervisor:
                 log.info("health prober started as pid %d", slot.pid)
         if needs_acme(self.config) and not any(s.role == "acme" for s in self.slots):
             self._start_acme()  # the first ACME certificate came with this config
+
+    def _remember_reload(self, ok: bool, error: str | None) -> None:
+        events = [*self.reload_events, reload_event(time.time(), ok, error)]
+        self.reload_events = events[-RECENT_RELOADS:]
 
     def _start_acme(self) -> bool:
         slot = _Slot(len(self.slots), role="acme")

@@ -297,7 +297,7 @@ def test_stats_counts_requests_per_route_and_service() -> None:
         assert services["web"]["requests"]["2xx"] == 1 and services["web"]["requests"]["5xx"] == 1
         assert sum(services["web"]["duration"]["counts"]) == 2
         assert [i["address"] for i in services["web"]["instances"]] == [web.address]
-        assert body["reloads"] == {"success": 0, "failure": 0, "last_success": None}
+        assert body["reloads"] == {"success": 0, "failure": 0, "last_success": None, "recent": []}
         assert body["workers"] == 1 and body["connections"]["total"] == 6
 
         assert request(g.port, "GET", "/nothing", host="nowhere.example").status == 200

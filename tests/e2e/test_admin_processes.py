@@ -94,6 +94,11 @@ def test_reloads_kills_and_restarts_keep_the_totals_right() -> None:
 
         assert wait_until(lambda: 'portway_config_reloads_total{result="failure"} 1.0' in reloads())
         assert 'portway_config_reloads_total{result="success"} 1.0' in reloads()
+        # The recent reloads, newest first, say why the refused one was refused.
+        recent = admin_get(gw.admin_port, "/stats").json()["reloads"]["recent"]
+        assert [event["ok"] for event in recent] == [False, True]
+        assert recent[1]["error"] is None and recent[0]["time"] >= recent[1]["time"]
+        assert str(gw.config_path) in recent[0]["error"] and ":1:" in recent[0]["error"]
         # Every worker serves the reloaded config again (same file, same fingerprint): ready.
         assert wait_until(lambda: admin_get(gw.admin_port, "/readyz").status == 200)
 

@@ -104,6 +104,13 @@ def test_the_dashboard_shows_the_traffic_sent_and_instance_health(tmp_path: Path
             assert lines == 2
             assert console_errors(driver) == []
 
+            # An accepted reload appears in the list of recent reloads.
+            assert text(driver, '#reload-events td[data-field="result"]') is None
+            g.call(g.gateway.reload, g.config)
+            result = '#reload-events td[data-field="result"]'
+            assert wait_until(lambda: text(driver, result) == "applied")
+            assert text(driver, "#reloads-success") == "1"
+
             # The page's computation and portway.admin.rates agree on two real answers.
             first = admin_get(g.admin_port, "/stats", token=TOKEN).json()
             for i in range(5):

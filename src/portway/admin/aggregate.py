@@ -63,6 +63,7 @@ class Totals:
     reloads_ok: int = 0
     reloads_failed: int = 0
     last_reload_ok: float = 0.0
+    reload_events: list[list[Any]] = field(default_factory=list)  # [time, ok, error], oldest first
     workers: int = 0  # reports summed (live workers; departed ones are not counted)
     instances: dict[tuple[str, str], InstanceTotals] = field(default_factory=dict)
 
@@ -83,6 +84,8 @@ class Totals:
             return
         self.workers += 1
         self.connections_open += int(report.get("connections_open", 0))
+        if not self.reload_events:  # a gateway alone in its process: its own events
+            self.reload_events = list(report.get("reload_events", ()))
         self._add_certificates(report.get("certificates", ()))
         for service, address, healthy, ejected, active in report.get("instances", ()):
             instance = self.instances.setdefault((service, address), InstanceTotals())
@@ -106,6 +109,7 @@ class Totals:
         self.reloads_ok = int(control.get("reloads_ok", 0))
         self.reloads_failed = int(control.get("reloads_failed", 0))
         self.last_reload_ok = float(control.get("last_reload_ok", 0.0))
+        self.reload_events = list(control.get("reload_events", ()))
 
 
 def _add_counters(into: dict[tuple[str, ...], int], rows: Sequence[Sequence[Any]]) -> None:

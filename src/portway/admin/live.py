@@ -136,6 +136,10 @@ def stats_json(
             "success": totals.reloads_ok,
             "failure": totals.reloads_failed,
             "last_success": totals.last_reload_ok or None,
+            "recent": [
+                {"time": when, "ok": bool(ok), "error": error}
+                for when, ok, error in reversed(totals.reload_events)
+            ],
         },
         "connections": {"open": totals.connections_open, "total": totals.connections_total},
         "workers": totals.workers,

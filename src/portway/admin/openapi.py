@@ -227,6 +227,18 @@ _SCHEMAS: dict[str, Any] = {
                         "type": ["number", "null"],
                         "description": "Unix time of the last successful reload; null if none.",
                     },
+                    "recent": {
+                        "type": "array",
+                        "description": "The last reload attempts, newest first, with why a "
+                        "refused one was refused (file, line, field and reason).",
+                        "items": _object(
+                            {
+                                "time": {"type": "number"},
+                                "ok": _BOOL,
+                                "error": {"type": ["string", "null"]},
+                            }
+                        ),
+                    },
                 }
             ),
             "connections": _object({"open": _INT, "total": _INT}),

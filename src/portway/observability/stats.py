@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from bisect import bisect_left
+from collections import deque
 from typing import Any
 
 # Seconds. Gateway-local answers take microseconds; upstream calls milliseconds to seconds.
@@ -18,6 +19,13 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 STATUS_CLASSES = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 NO_ROUTE = ""  # the route and service labels of a request that matched no route
+RECENT_RELOADS = 10  # reload attempts remembered for the admin API and dashboard
+_ERROR_TEXT = 2000  # characters of a refused config's error kept per event
+
+
+def reload_event(when: float, ok: bool, error: str | None) -> list[Any]:
+    """[unix time, accepted, why not (the config errors, trimmed)] of one reload attempt."""
+    return [when, ok, error[:_ERROR_TEXT] if error else None]
 
 
 class Histogram:
@@ -63,6 +71,7 @@ class WorkerStats:
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.last_reload_ok = 0.0
+        self.reload_events: deque[list[Any]] = deque(maxlen=RECENT_RELOADS)
 
     def record(
         self,
@@ -122,12 +131,14 @@ class WorkerStats:
             relayed[service, "in"] = relayed.get((service, "in"), 0) + bytes_in
             relayed[service, "out"] = relayed.get((service, "out"), 0) + bytes_out
 
-    def reloaded(self, ok: bool) -> None:
+    def reloaded(self, ok: bool, error: str | None = None) -> None:
+        now = time.time()
         if ok:
             self.reloads_ok += 1
-            self.last_reload_ok = time.time()
+            self.last_reload_ok = now
         else:
             self.reloads_failed += 1
+        self.reload_events.append(reload_event(now, ok, error))
 
     def snapshot(self) -> dict[str, Any]:
         """Everything, as JSON-able data (label tuples become lists)."""
@@ -152,4 +163,5 @@ class WorkerStats:
             "reloads_ok": self.reloads_ok,
             "reloads_failed": self.reloads_failed,
             "last_reload_ok": self.last_reload_ok,
+            "reload_events": list(self.reload_events),
         }

@@ -254,6 +254,13 @@ function render(stats, live) {
   text("reloads-failure", String(stats.reloads.failure));
   text("reloads-last", fmtTime(stats.reloads.last_success));
   document.getElementById("reloads-failure").className = stats.reloads.failure ? "bad" : "";
+  fill("reload-events", stats.reloads.recent, 3, (event) => {
+    const tr = document.createElement("tr");
+    cell(tr, fmtTime(event.time), "time");
+    cell(tr, event.ok ? "applied" : "refused", "result", event.ok ? "" : "bad");
+    cell(tr, event.error || "", "error", "reload-error");
+    return tr;
+  });
 }
 
 function status(message, ok) {
