@@ -126,8 +126,8 @@ class ListenerTlsConfig(_Model):
     session_tickets: bool = Field(True, description="Offer session resumption tickets.")
     ticket_key_rotation: Duration = Field(
         3600.0,
-        description="Session ticket keys are replaced this often (tickets older than two periods "
-        "need a full handshake).",
+        description="Session ticket keys are replaced this often; a ticket issued before a "
+        "rotation needs a full handshake.",
     )
     handshake_timeout: Duration = Field(
         10.0, description="A client that does not finish the handshake in time is dropped."

@@ -86,5 +86,7 @@ class WorkerContext:
             for lr in self.listeners
             if lr.config.passthrough is not None
         ]
-        timeouts = server_timeouts + hello
+        # Certificate files are checked on sweeps: a short reload_interval needs frequent ones.
+        reloads = [lr.store.policy.reload_interval for lr in self.listeners if lr.store is not None]
+        timeouts = server_timeouts + hello + reloads
         return min([t for t in timeouts if t > 0] + self.snapshot.smallest_timeouts())

@@ -57,7 +57,10 @@ def before_routing(
     if store is not None and session is not None:
         result = authorize(session, store, request.host)
         if isinstance(result, HttpError):
-            return LocalAnswer(result.status, result.detail, result.cause, list(result.headers))
+            headers = list(result.headers)
+            if listener.hsts is not None:
+                headers.append((HSTS_HEADER, listener.hsts))
+            return LocalAnswer(result.status, result.detail, result.cause, headers)
         extra = result
     if listener.hsts is not None:
         request.response_headers.append((HSTS_HEADER, listener.hsts))

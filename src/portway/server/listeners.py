@@ -141,9 +141,16 @@ _FAILURES = {
 }
 
 
+_HANDSHAKE_TIMEOUT = "SSL handshake is taking longer than"
+
+
 def handshake_failure(exc: BaseException) -> str:
     """A bounded label for why a handshake failed (metric label values must not be open-ended)."""
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timeout"
+    # ``ssl_handshake_timeout`` expiring: uvloop (and asyncio's sslproto) abort the connection
+    # with this error, not a TimeoutError.
+    if isinstance(exc, ConnectionAbortedError) and _HANDSHAKE_TIMEOUT in str(exc):
         return "timeout"
     if isinstance(exc, ssl.SSLError):
         return _FAILURES.get((exc.reason or "").lower(), "other")

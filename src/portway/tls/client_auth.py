@@ -8,7 +8,8 @@ only on listeners where some certificate has ``client_auth``:
   without mTLS and then ask an mTLS host for a resource.
 * ``require``: no verified client certificate answers 400, as nginx does.
 * A resumed TLS 1.3 session may have been verified under another SNI name (OpenSSL resumes across
-  names), so its certificate is checked again: it must be directly issued by a CA in ca_file.
+  names), so its certificate must have been verified for this host in a full handshake of this
+  worker (session tickets are per worker), or be directly issued by a CA in ca_file.
 * ``allowed_subjects`` / ``allowed_sans`` narrow who is let in: 403.
 
 The identity then travels to the upstream in the ``x-client-cert*`` headers; the same headers
@@ -93,6 +94,14 @@ class TlsSession:
         self.resumed = ssl_object.session_reused
         der = ssl_object.getpeercert(binary_form=True)
         self.identity = ClientIdentity.from_der(der) if der else None
+        served = self.served
+        if (
+            self.identity is not None
+            and not self.resumed
+            and served is not None
+            and served.client_auth is not None
+        ):  # OpenSSL verified it against this certificate's CAs just now
+            store.remember_verified(served.position, self.identity.fingerprint)
 
 
 def _directly_issued(certificate: x509.Certificate, issuers: tuple[x509.Certificate, ...]) -> bool:
@@ -124,7 +133,11 @@ def authorize(session: TlsSession, store: CertificateStore, host: str) -> bytes 
         if auth.mode == "require":
             return ClientCertificateRequired("a client certificate is required for this host")
         return b""
-    if session.resumed and not _directly_issued(identity.certificate, chosen.client_issuers):
+    if (
+        session.resumed
+        and not store.was_verified(chosen.position, identity.fingerprint)
+        and not _directly_issued(identity.certificate, chosen.client_issuers)
+    ):
         return ClientCertificateRejected(
             "the client certificate of this resumed TLS session was not issued by this host's "
             "CA; connect again without resuming"

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import ssl
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -42,6 +43,7 @@ from portway.tls.contexts import server_context
 
 log = logging.getLogger("portway.tls")
 
+VERIFIED_CLIENTS = 10_000  # client certificates remembered per listener for resumed sessions
 FileStamp = tuple[int, int, int] | None  # (mtime_ns, size, inode); None: missing
 
 
@@ -89,6 +91,9 @@ class CertificateStore:
         self.wildcard: dict[str, ServedCertificate] = {}
         self.served: list[ServedCertificate] = []
         self.failures: dict[int, str] = {}  # position -> why its changed files were refused
+        # (certificate position, client certificate fingerprint) verified in a full handshake of
+        # this worker: a resumed session (tickets are per worker) of one of them is trusted.
+        self.verified_clients: OrderedDict[tuple[int, str], None] = OrderedDict()
         self.next_check = 0.0
         self.next_rotation = 0.0
         self._loading = False
@@ -110,6 +115,7 @@ class CertificateStore:
         self.policy, self.acme, self.issuers = policy, acme, issuers
         self._install(served)
         self.failures = {}
+        self.verified_clients.clear()  # the CAs may have changed
         self.base = self._base_context()
 
     @staticmethod
@@ -206,6 +212,16 @@ class CertificateStore:
         connection.portway_sni = name  # type: ignore[attr-defined]
         return None
 
+    def remember_verified(self, position: int, fingerprint: str) -> None:
+        key = (position, fingerprint)
+        self.verified_clients[key] = None
+        self.verified_clients.move_to_end(key)
+        if len(self.verified_clients) > VERIFIED_CLIENTS:
+            self.verified_clients.popitem(last=False)
+
+    def was_verified(self, position: int, fingerprint: str) -> bool:
+        return (position, fingerprint) in self.verified_clients
+
     # -- changes over time ---------------------------------------------------------------------
 
     def tick(self, now: float, loop: asyncio.AbstractEventLoop) -> None:
@@ -228,17 +244,22 @@ class CertificateStore:
 
     def _reload(
         self, changed: list[ServedCertificate]
-    ) -> list[tuple[ServedCertificate, ServedCertificate | str]]:
-        """On a worker thread: each changed certificate rebuilt, or why it cannot be."""
-        results: list[tuple[ServedCertificate, ServedCertificate | str]] = []
+    ) -> list[tuple[ServedCertificate, ServedCertificate | str, tuple[FileStamp, ...]]]:
+        """On a worker thread: each changed certificate rebuilt, or why it cannot be, with the
+        stamps of the files as they were before they were read."""
+        results: list[tuple[ServedCertificate, ServedCertificate | str, tuple[FileStamp, ...]]]
+        results = []
         for old in changed:
             certificate = self.policy.certificates[old.position]
+            # Taken before reading: a file replaced while (or after) it was read differs from
+            # these stamps, so it is read again at the next check.
+            stamps = self._stamps(old)
             try:
                 new = self._build(self.policy, self.acme, old.position, certificate, self.issuers)
             except (MaterialError, ssl.SSLError) as exc:
-                results.append((old, str(exc)))
+                results.append((old, str(exc), stamps))
             else:
-                results.append((old, new))
+                results.append((old, new, new.stamps))
         return results
 
     def _reloaded(self, future: asyncio.Future[Any]) -> None:
@@ -250,7 +271,9 @@ class CertificateStore:
             self.on_reload(False)
             return
         served = list(self.served)
-        for old, result in future.result():
+        for old, result, stamps in future.result():
+            if old.position >= len(served) or served[old.position] is not old:
+                continue  # the config was reloaded meanwhile and read the files afresh
             if isinstance(result, str):
                 if self.failures.get(old.position) != result:
                     log.error(
@@ -262,7 +285,7 @@ class CertificateStore:
                     )
                 self.failures[old.position] = result
                 # Remember the bad files so that they are not re-read until they change again.
-                served[old.position] = replace(old, stamps=self._stamps(old))
+                served[old.position] = replace(old, stamps=stamps)
                 self.on_reload(False)
                 continue
             self.failures.pop(old.position, None)
@@ -274,8 +297,11 @@ class CertificateStore:
                 f"{result.info.not_after:%Y-%m-%d}",
             )
             self.on_reload(True)
+        previous_default = self.default
         self._install(served)
-        if any(s is not o for s, o in zip(served, self.served, strict=True)):
+        # The base context carries the default certificate: rebuild it when that one changed
+        # (not for refused files, whose entry only records their stamps).
+        if self.default.pair is not previous_default.pair:
             self.base = self._base_context()
 
     def describe(self) -> list[dict[str, object]]:
