@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 from urllib.parse import urlsplit
 
 import typer
@@ -25,6 +27,9 @@ from portway.routing import (
     render_explanation,
     render_table,
 )
+
+if TYPE_CHECKING:
+    from portway.kubernetes import Options
 
 app = typer.Typer(
     add_completion=False,
@@ -56,9 +61,32 @@ def _load_or_exit(path: Path) -> Config:
 ConfigArg = Annotated[Path, typer.Argument(help="Native Portway config file (YAML).")]
 
 
+ManifestsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--manifests",
+        help="Serve the Kubernetes Ingress manifests (*.yaml, *.yml, *.json) under this directory "
+        "instead of a native config; changes apply without a restart.",
+    ),
+]
+IngressClassOption = Annotated[
+    str, typer.Option(help="With --manifests: the IngressClass name Portway serves.")
+]
+DefaultBackendOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --manifests: NAMESPACE/SERVICE:PORT answering requests no Ingress rule "
+        "or defaultBackend takes."
+    ),
+]
+
+
 @app.command()
 def run(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Native config file (YAML).")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Native config file (YAML).")
+    ] = None,
+    manifests: ManifestsOption = None,
     listen: Annotated[
         list[str] | None,
         typer.Option(
@@ -78,11 +106,31 @@ def run(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    listen_tls: Annotated[
+        str | None, typer.Option(help="With --manifests: HOST:PORT of the HTTPS listener.")
+    ] = None,
+    ingress_class: IngressClassOption = "portway",
+    default_backend: DefaultBackendOption = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --manifests: where certificates from Secrets and the translated config "
+            "are kept (default: a private temporary directory, removed on exit)."
+        ),
+    ] = None,
 ) -> None:
-    """Serve a config: SIGHUP reloads it, SIGTERM drains and exits 0."""
+    """Serve a config (or Ingress manifests): SIGHUP reloads it, SIGTERM drains and exits 0."""
     from portway.supervisor import Supervisor
 
     _setup_logging(log_level.upper())
+    if (config is None) == (manifests is None):
+        _fail("give either --config FILE or --manifests DIR")
+    if manifests is not None:
+        options = _manifest_options(listen, listen_tls, ingress_class, default_backend, admin)
+        raise typer.Exit(_run_manifests(manifests, options, state_dir, workers))
+    if listen_tls is not None or default_backend is not None or state_dir is not None:
+        _fail("--listen-tls, --default-backend and --state-dir go with --manifests")
+    assert config is not None
     cfg = _load_or_exit(config)
     if listen:
         try:
@@ -118,9 +166,76 @@ def _reason(exc: ValidationError) -> str:
     return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
 
 
+def _manifest_options(
+    listen: list[str] | None,
+    listen_tls: str | None,
+    ingress_class: str,
+    default_backend: str | None,
+    admin: str | None,
+) -> Options:
+    from portway.kubernetes import Options, parse_default_backend
+
+    try:
+        addresses = [ListenerConfig(address=a).address for a in listen or ["127.0.0.1:8080"]]
+        tls_address = ListenerConfig(address=listen_tls).address if listen_tls else None
+    except ValidationError as exc:
+        _fail(f"--listen / --listen-tls: {_reason(exc)}")
+    admin_config = AdminConfig()
+    if admin is not None:
+        try:
+            admin_config = AdminConfig(address=None if admin.strip().lower() == "none" else admin)
+        except ValidationError as exc:
+            _fail(f"--admin: {_reason(exc)}")
+    if default_backend is not None:
+        try:
+            parse_default_backend(default_backend)
+        except ValueError as exc:
+            _fail(f"--default-backend: {exc}")
+    return Options(tuple(addresses), tls_address, ingress_class, default_backend, admin_config)
+
+
+def _run_manifests(
+    directory: Path, options: Options, state_dir: Path | None, workers: int | None
+) -> int:
+    """The supervisor over a manifest directory: the controller builds (and rebuilds on SIGHUP);
+    the watcher sends SIGHUP when the directory changes."""
+    from portway.kubernetes import DirectoryWatcher, ManifestController
+    from portway.supervisor import Supervisor
+
+    folder = state_dir or Path(tempfile.mkdtemp(prefix="portway-manifests-"))
+    try:
+        controller = ManifestController(directory, options, folder)
+        try:
+            cfg = controller.build()
+        except ConfigError as exc:
+            typer.echo(f"{directory}: no config can be made:\n{exc}", err=True)
+            return 1
+        watcher = DirectoryWatcher(directory)
+        watcher.start()  # blocks the supervisor's signals in this thread too: see watch.py
+        try:
+            return Supervisor(cfg, workers or os.cpu_count() or 1, reload=controller.load).run()
+        finally:
+            watcher.stop()
+    finally:
+        if state_dir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @app.command()
-def validate(config: ConfigArg) -> None:
-    """Check a config file; exit non-zero listing every problem found."""
+def validate(
+    config: Annotated[
+        Path | None, typer.Argument(help="Native Portway config file (YAML).")
+    ] = None,
+    manifests: ManifestsOption = None,
+    ingress_class: IngressClassOption = "portway",
+    default_backend: DefaultBackendOption = None,
+) -> None:
+    """Check a config file (or a manifest directory); exit non-zero listing every problem found."""
+    if (config is None) == (manifests is None):
+        _fail("give either a config FILE or --manifests DIR")
+    if manifests is not None:
+        raise typer.Exit(_validate_manifests(manifests, ingress_class, default_backend))
+    assert config is not None
     cfg = _load_or_exit(config)
     table = compile_routes(cfg.routes, cfg.services, merge_slashes=cfg.server.merge_slashes)
     for diagnostic in table.diagnostics:
@@ -129,6 +244,21 @@ def validate(config: ConfigArg) -> None:
         f"{config}: valid ({len(cfg.routes)} routes, {len(cfg.services)} services, "
         f"{len(cfg.listeners)} listeners)"
     )
+
+
+def _validate_manifests(directory: Path, ingress_class: str, default_backend: str | None) -> int:
+    from portway.kubernetes import one_shot
+
+    logging.getLogger("portway.kubernetes").addHandler(logging.NullHandler())  # printed below
+    # An HTTPS listener (never bound) so that the Secrets' certificates are checked too.
+    options = _manifest_options(None, "127.0.0.1:0", ingress_class, default_backend, "none")
+    with tempfile.TemporaryDirectory(prefix="portway-validate-") as folder:
+        config, report = one_shot(directory, options, Path(folder))
+    for issue in report.issues:
+        typer.echo(str(issue), err=True)
+    if config is not None:
+        typer.echo(f"{directory}: {report.summary()}")
+    return 1 if report.errors or config is None else 0
 
 
 class _ServiceView:

@@ -240,3 +240,34 @@ def run_portway(
             yield gateway
         finally:
             gateway.stop()
+
+
+@contextlib.contextmanager
+def run_portway_manifests(
+    manifests: Path,
+    *,
+    workers: int = 1,
+    extra_args: Sequence[str] = (),
+    start_timeout: float = START_TIMEOUT,
+) -> Iterator[PortwayProcess]:
+    """Run ``python -m portway run --manifests DIR --workers N --admin none`` until the block
+    ends, stopped as ``run_portway`` stops it; ``config_path`` is the manifest directory."""
+    argv = [
+        sys.executable, "-m", "portway", "run", "--manifests", str(manifests),
+        "--workers", str(workers), "--admin", "none", *extra_args,
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=manifests.parent,
+        start_new_session=True,
+    )
+    gateway = PortwayProcess(proc, manifests)
+    try:
+        gateway.wait_ready(start_timeout)
+        yield gateway
+    finally:
+        gateway.stop()

@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("messages",),  # Request: what routing and balancing see of a request
     ("pki",),  # certificates and keys read from files and checked; no sockets
     ("config",),  # the declared config: model, loader, reference
+    ("kubernetes",),  # Ingress manifests -> a native Config; never the data plane
     ("routing", "balancing"),  # generic over their targets; siblings, never importing each other
     ("deadlines",),  # the per-worker Sweeper: runtime machinery for connections, imports nothing
     ("observability",),  # request statistics and the access log: written by proxy and server
@@ -254,6 +255,8 @@ EXPLICIT_RULES: list[tuple[str, frozenset[str]]] = [
     ("balancing", frozenset(RANK) - {"balancing", "config", "messages", "errors"}),
     # Health checks see services only through the HasEndpoints protocol, never the data plane.
     ("health", frozenset({"upstream", "proxy", "dataplane", "server", "gateway", "supervisor"})),
+    # Manifest mode only produces a native Config: the data flows one way, never back.
+    ("kubernetes", frozenset(RANK) - {"kubernetes", "config", "pki", "messages", "errors"}),
     ("errors", frozenset(RANK) - {"errors"}),
     ("messages", frozenset(RANK) - {"messages", "errors"}),
 ]
