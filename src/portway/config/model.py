@@ -219,6 +219,11 @@ class ServiceConfig(Model):
     tls: UpstreamTlsConfig | None = Field(
         None, description="Speak TLS to the instances; none: plain HTTP."
     )
+    unavailable: str | None = Field(
+        None,
+        description="Why the service has no instances (e.g. a Kubernetes Service that does not "
+        "exist); requests answer 503 `backend_not_found` saying so.",
+    )
     pool: PoolConfig = Field(PoolConfig(), description="Upstream connection reuse.")
     try_timeout: Duration = Field(
         0.0, description="504 (or a retry) when one try gets no response head in time; 0: off."

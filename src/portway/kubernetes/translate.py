@@ -226,8 +226,16 @@ class _Build:
             name += f"_{ingress.meta.name}"
         if name not in self.services:
             resolved = self.resolver.resolve(namespace, backend)
+            unavailable = None
+            if not resolved.instances and resolved.problem is not None:
+                user = f"Ingress {ingress.meta.ref}" if ingress else "the default backend"
+                unavailable = f"{resolved.problem} (a backend of {user})"
             self.services[name] = ServiceConfig.model_validate(
-                {"instances": list(resolved.instances), **policy.service}
+                {
+                    "instances": list(resolved.instances),
+                    **policy.service,
+                    "unavailable": unavailable,
+                }
             )
             if ingress is not None:
                 self.service_origin[name] = ingress

@@ -265,11 +265,15 @@ class Exchange:
         if endpoint is None and self.attempt:
             endpoint = service.pick(self.request, ())  # a retry may return to a tried instance
         if endpoint is None:
-            self.fail(
-                503,
-                f"no healthy instance of service '{service.name}'",
-                responses.NO_HEALTHY_INSTANCE,
-            )
+            unavailable = service.config.unavailable
+            if unavailable is not None and not service.endpoints:
+                self.fail(503, unavailable, responses.BACKEND_NOT_FOUND)
+            else:
+                self.fail(
+                    503,
+                    f"no healthy instance of service '{service.name}'",
+                    responses.NO_HEALTHY_INSTANCE,
+                )
             return
         self.endpoint = endpoint
         endpoint.active += 1

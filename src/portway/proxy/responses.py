@@ -7,6 +7,7 @@ from http import HTTPStatus
 # The machine-readable cause, sent as ``portway-error`` so scripts and logs need not parse bodies.
 NO_ROUTE = b"no_route"
 NO_HEALTHY_INSTANCE = b"no_healthy_instance"
+BACKEND_NOT_FOUND = b"backend_not_found"  # the service exists only to say why it has no instances
 UPSTREAM_REFUSED = b"upstream_connect_failed"
 UPSTREAM_RESET = b"upstream_reset"
 UPSTREAM_TIMEOUT = b"upstream_timeout"

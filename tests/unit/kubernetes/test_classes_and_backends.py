@@ -115,7 +115,8 @@ def test_missing_service_or_port_answers_503_and_is_reported(tmp_path: Path) -> 
     with GatewayThread(config) as gateway:
         response = request(gateway.port, "GET", "/gone/x")
         assert response.status == 503
-        assert response.header("portway-error") == "no_healthy_instance"
+        assert response.header("portway-error") == "backend_not_found"
+        assert b"Service default/gone not found (a backend of Ingress" in response.body
 
 
 def test_endpoint_slice_conditions_decide_who_gets_traffic(tmp_path: Path) -> None:
