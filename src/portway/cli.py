@@ -388,15 +388,21 @@ def demo(
     raise typer.Exit(run_demo(listen, None if admin.strip().lower() == "none" else admin))
 
 
+def _admin_url(admin: str) -> str:
+    return admin if "://" in admin else "http://" + admin
+
+
+AdminUrlOption = Annotated[str, typer.Option(help="URL of the admin API (`admin.address`).")]
+AdminTokenOption = Annotated[
+    str | None,
+    typer.Option(envvar="PORTWAY_ADMIN_TOKEN", help="The admin token, if one is set."),
+]
+
+
 @app.command()
 def top(
-    admin: Annotated[
-        str, typer.Option(help="URL of the admin API (`admin.address`).")
-    ] = "http://127.0.0.1:9901",
-    token: Annotated[
-        str | None,
-        typer.Option(envvar="PORTWAY_ADMIN_TOKEN", help="The admin token, if one is set."),
-    ] = None,
+    admin: AdminUrlOption = "http://127.0.0.1:9901",
+    token: AdminTokenOption = None,
     interval: Annotated[
         float, typer.Option(min=0.1, help="Seconds between polls; rates cover this interval.")
     ] = 1.0,
@@ -410,20 +416,13 @@ def top(
 
     from portway.admin.top import run_top
 
-    if "://" not in admin:
-        admin = "http://" + admin
-    raise typer.Exit(run_top(admin, token, interval, once=once, console=Console()))
+    raise typer.Exit(run_top(_admin_url(admin), token, interval, once=once, console=Console()))
 
 
 @app.command()
 def certs(
-    admin: Annotated[
-        str, typer.Option(help="URL of the admin API (`admin.address`).")
-    ] = "http://127.0.0.1:9901",
-    token: Annotated[
-        str | None,
-        typer.Option(envvar="PORTWAY_ADMIN_TOKEN", help="The admin token, if one is set."),
-    ] = None,
+    admin: AdminUrlOption = "http://127.0.0.1:9901",
+    token: AdminTokenOption = None,
     warn_days: Annotated[
         float | None,
         typer.Option(help="Exit 1 if a certificate expires within this many days (monitoring)."),
@@ -437,10 +436,8 @@ def certs(
     from portway.admin.certs import certificates_table
     from portway.admin.top import AdminError, fetch_json
 
-    if "://" not in admin:
-        admin = "http://" + admin
     try:
-        document = fetch_json(admin, "/certificates", token)
+        document = fetch_json(_admin_url(admin), "/certificates", token)
     except AdminError as exc:
         typer.echo(f"portway certs: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -25,8 +25,19 @@ from typing import Generic, TypeVar
 from portway.config.tls import PassthroughConfig
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 DEFAULT_RULE = "default"  # the rule label of a connection sent to default_service
+
+
+def lookup_name(name: str, exact: Mapping[str, V], wildcard: Mapping[str, V]) -> V | None:
+    """``exact[name]``, else the one-label wildcard's entry (``a.example.com`` -> the entry of
+    ``*.example.com``, stored under ``example.com``), else None."""
+    found = exact.get(name)
+    if found is not None:
+        return found
+    _, dot, parent = name.partition(".")
+    return wildcard.get(parent) if dot else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +58,9 @@ class SniRoutes(Generic[T]):
         """The route for ``server_name`` (lower-case, no trailing dot, as ``ClientHelloParser``
         returns it; None without SNI), or None when no route and no default take it."""
         if server_name is not None:
-            found = self.exact.get(server_name)
+            found = lookup_name(server_name, self.exact, self.wildcard)
             if found is not None:
                 return found
-            _, dot, parent = server_name.partition(".")
-            if dot:
-                found = self.wildcard.get(parent)
-                if found is not None:
-                    return found
         return self.default
 
     def select(self, server_name: str | None) -> T | None:

@@ -40,6 +40,7 @@ from portway.pki import (
     self_signed,
 )
 from portway.tls.contexts import server_context
+from portway.tls.sni_routes import lookup_name
 
 log = logging.getLogger("portway.tls")
 
@@ -188,14 +189,9 @@ class CertificateStore:
         """The certificate for ``host``; the default one (or None under ``unknown_sni: reject``)
         for a name no certificate serves or no name at all."""
         if host:
-            found = self.exact.get(host)
+            found = lookup_name(host, self.exact, self.wildcard)
             if found is not None:
                 return found
-            _, dot, parent = host.partition(".")
-            if dot:
-                found = self.wildcard.get(parent)
-                if found is not None:
-                    return found
         if host and self.policy.unknown_sni == "reject":
             return None
         return self.default
