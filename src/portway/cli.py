@@ -1,4 +1,4 @@
-"""The ``portway`` command: run, validate, routes, explain, demo, top."""
+"""The ``portway`` command: run, controller, validate, routes, explain, demo, top, certs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from portway.routing import (
 
 if TYPE_CHECKING:
     from portway.kubernetes import Options
+    from portway.kubernetes.live import LiveOptions
 
 app = typer.Typer(
     add_completion=False,
@@ -216,6 +218,106 @@ def _run_manifests(
             return Supervisor(cfg, workers or os.cpu_count() or 1, reload=controller.load).run()
         finally:
             watcher.stop()
+    finally:
+        if state_dir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@app.command()
+def controller(
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            help="kubeconfig file (default: in a pod its service account, else $KUBECONFIG, "
+            "else ~/.kube/config)."
+        ),
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Watch this namespace only (default: all).")
+    ] = None,
+    listen: Annotated[list[str] | None, typer.Option("--listen", "-l", help="HOST:PORT.")] = None,
+    listen_tls: Annotated[str | None, typer.Option(help="HOST:PORT of HTTPS.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", min=1)] = None,
+    admin: Annotated[str, typer.Option(help="HOST:PORT of the admin API, or 'none'.")] = (
+        "127.0.0.1:9901"
+    ),
+    admin_token: Annotated[str | None, typer.Option(envvar="PORTWAY_ADMIN_TOKEN")] = None,
+    ingress_class: IngressClassOption = "portway",
+    default_backend: DefaultBackendOption = None,
+    state_dir: Annotated[Path | None, typer.Option(help="Default: a temporary folder.")] = None,
+    publish_address: Annotated[
+        list[str] | None, typer.Option(help="IP or host name written to Ingress status.")
+    ] = None,
+    publish_service: Annotated[
+        str | None, typer.Option(help="NAMESPACE/NAME of the Service whose address is written.")
+    ] = None,
+    election_id: Annotated[str, typer.Option(help="Name of the leader election Lease.")] = (
+        "portway-leader"
+    ),
+    election_namespace: Annotated[str | None, typer.Option(help="Default: the pod's.")] = None,
+    lease_duration: float = 15.0,
+    renew_deadline: float = 10.0,
+    retry_period: float = 2.0,
+    debounce: Annotated[float, typer.Option(help="Seconds of quiet before a rebuild.")] = 0.2,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Serve a cluster's Ingresses: watch the API server, reload on change, and as the elected
+    leader write Ingress status and Events. See docs/kubernetes.md."""
+    from portway.kubernetes.live import LiveOptions
+    from portway.kubernetes.status import Publish, parse_service_ref
+
+    _setup_logging(log_level.upper())
+    options = _manifest_options(listen, listen_tls, ingress_class, default_backend, "none")
+    try:
+        address = None if admin.strip().lower() == "none" else admin
+        options = replace(options, admin=AdminConfig(address=address, token=admin_token))
+        service = parse_service_ref(publish_service) if publish_service else None
+        live = LiveOptions(
+            namespace=namespace, publish=Publish(tuple(publish_address or ()), service),
+            election_id=election_id, election_namespace=election_namespace,
+            lease_duration=lease_duration, renew_deadline=renew_deadline,
+            retry_period=retry_period, debounce=debounce,
+        )  # fmt: skip
+    except (ValidationError, ValueError) as exc:
+        _fail(_reason(exc) if isinstance(exc, ValidationError) else str(exc))
+    raise typer.Exit(_run_controller(kubeconfig, context, options, live, state_dir, workers))
+
+
+def _run_controller(
+    kubeconfig: Path | None,
+    context: str | None,
+    options: Options,
+    live_options: LiveOptions,
+    state_dir: Path | None,
+    workers: int | None,
+) -> int:
+    """The supervisor over the cluster: the controller thread lists and watches, builds, and
+    sends SIGHUP on change (see kubernetes/live.py); the supervisor serves its builds."""
+    from portway.kubernetes.api import ApiConfigError, load_config
+    from portway.kubernetes.cluster import ClusterController
+    from portway.kubernetes.live import LiveController
+    from portway.supervisor import Supervisor
+
+    try:
+        api_config = load_config(kubeconfig, context)
+    except ApiConfigError as exc:
+        _fail(str(exc))
+    folder = state_dir or Path(tempfile.mkdtemp(prefix="portway-controller-"))
+    try:
+        cluster = ClusterController(options, folder)
+        live = LiveController(cluster, api_config, live_options)
+        live.start()  # blocks the supervisor's signals in this thread too: see live.py
+        try:
+            cfg = live.wait_ready()
+            if cfg is None:  # SIGTERM while waiting for the API server, or the thread failed
+                return 1 if live.finished.is_set() else 0
+            return Supervisor(cfg, workers or os.cpu_count() or 1, reload=cluster.load).run()
+        except ConfigError as exc:
+            typer.echo(f"no config can be made from the cluster:\n{exc}", err=True)
+            return 1
+        finally:
+            live.stop()
     finally:
         if state_dir is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -1,9 +1,13 @@
-"""Kubernetes Ingress in manifest mode: ``portway run --manifests DIR``.
+"""Kubernetes Ingress: manifest mode (``portway run --manifests DIR``) and controller mode
+(``portway controller``).
 
-The data flows one way: manifest files -> validated objects (``load``, ``parse``) -> a native
-``Config`` (``translate``) -> the existing data plane, which knows nothing of Kubernetes. The
-controller keeps the last valid version of each object across rebuilds; the watcher asks the
-supervisor to reload when the directory changes. See docs/kubernetes.md.
+The data flows one way: manifest files or the API server's objects -> validated objects (``load``,
+``parse``) -> a native ``Config`` (``translate``) -> the existing data plane, which knows nothing
+of Kubernetes. The controller keeps the last valid version of each object across rebuilds; the
+directory watcher, or in controller mode the informers (``informer``, ``live``), ask the
+supervisor to reload when something changed. Controller mode's modules (``api``, ``informer``,
+``cluster``, ``election``, ``status``, ``live``) are imported only by ``portway controller``, so
+lightkube is loaded only there. See docs/kubernetes.md.
 """
 
 from portway.kubernetes.controller import ManifestController, one_shot

@@ -13,6 +13,10 @@ calling the loader. Only the supervisor (the process that made the controller) b
 the resulting config as JSON to the state directory before returning it, and the loader in any
 other process reads that file. So every process serves the same config (same fingerprint for the
 admin API's readiness) and the per-object memory lives in one place.
+
+``Controller`` is that shared part: objects in, last valid versions substituted, translation,
+publication, report. ``ManifestController`` feeds it from a directory; ``cluster.ClusterController``
+feeds it from the API server's watch (``portway controller``), so both modes translate the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 from portway.config.model import Config
 from portway.errors import ConfigError, ConfigIssue
+from portway.kubernetes.classes import select_ingresses
 from portway.kubernetes.files import SecretFiles
 from portway.kubernetes.issues import ManifestIssue, Report, issue_at, log, log_changes
 from portway.kubernetes.load import ManifestFile, read_directory
@@ -33,51 +38,54 @@ from portway.kubernetes.translate import Options, Translation, translate
 PUBLISHED = "config.json"
 
 
-class ManifestController:
-    def __init__(self, directory: Path, options: Options, state_dir: Path) -> None:
-        self.directory = directory
+Collected = tuple[dict[ObjectKey, KubeObject], set[ObjectKey], set[ObjectKey], list[str]]
+
+
+class Controller:
+    """Builds from the objects a subclass collects: keeps each object's last valid version,
+    translates, publishes the config for the other processes and keeps the report."""
+
+    def __init__(self, options: Options, state_dir: Path, origin: str) -> None:
         self.options = options
         self.state_dir = state_dir
+        self.origin = origin  # what the objects come from, for build errors
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.files = SecretFiles(state_dir)
         self.owner = os.getpid()
-        self.parsed: dict[str, ManifestFile] = {}  # last readable version of each file
         self.last_good: dict[ObjectKey, KubeObject] = {}
         self.report: Report | None = None
         self.generation = 0
-        self._stale: list[str] = []  # files that no longer parse, in the current build
+        self.served: frozenset[ObjectKey] = frozenset()  # Ingresses the last build serves
 
     @property
     def published(self) -> Path:
         return self.state_dir / PUBLISHED
 
-    def load(self) -> Config:
-        """The ``ConfigLoader``: builds in the supervisor, reads the published build elsewhere."""
-        if os.getpid() != self.owner:
-            try:
-                return Config.model_validate_json(self.published.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise ConfigError([ConfigIssue(str(self.published), "", str(exc))]) from None
-        return self.build()
+    def read_published(self) -> Config:
+        """The config the owner published: what every other process serves."""
+        try:
+            return Config.model_validate_json(self.published.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError([ConfigIssue(str(self.published), "", str(exc))]) from None
 
     def build(self) -> Config:
-        """Rebuild from the directory, publish and return the config; raises ``ConfigError`` (and
-        publishes nothing) only when no valid config can be made at all."""
+        """Rebuild from the current objects, publish and return the config; raises
+        ``ConfigError`` (and publishes nothing) only when no valid config can be made at all."""
         try:
             return self._build()
         except ConfigError:
             raise
         except Exception as exc:  # a translation bug must not take the supervisor down
-            log.exception("manifests: the build failed; the running config keeps serving")
-            raise ConfigError([ConfigIssue(str(self.directory), "", repr(exc))]) from None
+            log.exception("%s: the build failed; the running config keeps serving", self.origin)
+            raise ConfigError([ConfigIssue(self.origin, "", repr(exc))]) from None
+
+    def collect(self, issues: list[ManifestIssue]) -> Collected:
+        """(valid objects, every key seen, keys of invalid objects, kept notes), issues added."""
+        raise NotImplementedError
 
     def _build(self) -> Config:
         issues: list[ManifestIssue] = []
-        if not self.directory.is_dir():
-            raise ConfigError([ConfigIssue(str(self.directory), "", "not a directory")])
-        self._stale = []
-        objects, keys, invalid = self._read(issues)
-        kept: list[str] = list(self._stale)
+        objects, keys, invalid, kept = self.collect(issues)
         for key in sorted(invalid):
             if key in self.last_good and key not in objects:
                 objects[key] = self.last_good[key]
@@ -92,6 +100,9 @@ class ManifestController:
             for key in retry:
                 objects[key] = self.last_good[key]
                 kept.append(f"{key[0]} {_ref(key)}")
+            refused = {(key[0], _ref(key)) for key in retry}
+            issues += [i for i in result.issues  # why the current versions were refused
+                       if i.severity == "error" and (i.kind, i.name) in refused]  # fmt: skip
             result = translate(Objects.of(list(objects.values())), self.options, self.files)
         for key, obj in objects.items():
             if key not in result.rejected and key not in invalid:
@@ -100,41 +111,9 @@ class ManifestController:
             if key not in keys:
                 del self.last_good[key]  # deleted: nothing to keep
         self.files.finish_build()
+        chosen, _ = select_ingresses(Objects.of(list(objects.values())), self.options.ingress_class)
+        self.served = frozenset(key_of(i) for i in chosen) - result.rejected
         return self._publish(result, issues, len(objects), kept)
-
-    def _read(
-        self, issues: list[ManifestIssue]
-    ) -> tuple[dict[ObjectKey, KubeObject], set[ObjectKey], set[ObjectKey]]:
-        files = read_directory(self.directory)
-        present = {f.path for f in files}
-        self.parsed = {path: f for path, f in self.parsed.items() if path in present}
-        objects: dict[ObjectKey, KubeObject] = {}
-        seen: dict[ObjectKey, str] = {}
-        invalid: set[ObjectKey] = set()
-        for manifest in files:
-            if manifest.problem is not None:
-                issues.append(manifest.problem)
-                previous = self.parsed.get(manifest.path)
-                if previous is None:
-                    continue
-                self._stale.append(f"file {manifest.path}")
-                manifest = previous
-            self.parsed[manifest.path] = manifest
-            for document in manifest.documents:
-                obj, key, found = parse_object(document.raw, document.source)
-                issues += found
-                if key is None:
-                    continue
-                if key in seen:
-                    issues.append(issue_at(document.source, key[0], _ref(key), "",
-                                           f"duplicate: also defined in {seen[key]}; that one is used"))  # fmt: skip
-                    continue
-                seen[key] = f"{document.source.file} document {document.source.document}"
-                if obj is None:
-                    invalid.add(key)
-                else:
-                    objects[key] = obj
-        return objects, set(seen), invalid
 
     def _publish(
         self, result: Translation, issues: list[ManifestIssue], count: int, kept: list[str]
@@ -155,8 +134,58 @@ class ManifestController:
         )
         log_changes(self.report, report)
         self.report = report
-        log.info("manifests build %d: %s", self.generation, report.summary())
+        log.info("%s build %d: %s", self.origin, self.generation, report.summary())
         return config
+
+
+class ManifestController(Controller):
+    """Manifest mode: the objects are the documents of the files under a directory."""
+
+    def __init__(self, directory: Path, options: Options, state_dir: Path) -> None:
+        super().__init__(options, state_dir, "manifests")
+        self.directory = directory
+        self.parsed: dict[str, ManifestFile] = {}  # last readable version of each file
+
+    def load(self) -> Config:
+        """The ``ConfigLoader``: builds in the supervisor, reads the published build elsewhere."""
+        if os.getpid() != self.owner:
+            return self.read_published()
+        return self.build()
+
+    def collect(self, issues: list[ManifestIssue]) -> Collected:
+        if not self.directory.is_dir():
+            raise ConfigError([ConfigIssue(str(self.directory), "", "not a directory")])
+        stale: list[str] = []  # files that no longer parse: they keep their last objects
+        files = read_directory(self.directory)
+        present = {f.path for f in files}
+        self.parsed = {path: f for path, f in self.parsed.items() if path in present}
+        objects: dict[ObjectKey, KubeObject] = {}
+        seen: dict[ObjectKey, str] = {}
+        invalid: set[ObjectKey] = set()
+        for manifest in files:
+            if manifest.problem is not None:
+                issues.append(manifest.problem)
+                previous = self.parsed.get(manifest.path)
+                if previous is None:
+                    continue
+                stale.append(f"file {manifest.path}")
+                manifest = previous
+            self.parsed[manifest.path] = manifest
+            for document in manifest.documents:
+                obj, key, found = parse_object(document.raw, document.source)
+                issues += found
+                if key is None:
+                    continue
+                if key in seen:
+                    issues.append(issue_at(document.source, key[0], _ref(key), "",
+                                           f"duplicate: also defined in {seen[key]}; that one is used"))  # fmt: skip
+                    continue
+                seen[key] = f"{document.source.file} document {document.source.document}"
+                if obj is None:
+                    invalid.add(key)
+                else:
+                    objects[key] = obj
+        return objects, set(seen), invalid, stale
 
 
 def _ref(key: ObjectKey) -> str:
@@ -177,4 +206,4 @@ def one_shot(directory: Path, options: Options, state_dir: Path) -> tuple[Config
     return config, controller.report
 
 
-__all__ = ["ManifestController", "key_of", "one_shot"]
+__all__ = ["Controller", "ManifestController", "key_of", "one_shot"]

@@ -1,7 +1,8 @@
 """Problems found in manifests, each pinned to where it was written, and the current set of them.
 
 Every problem is a ``ManifestIssue``: the file, the index of the YAML document in that file (0 for
-the first; a JSON ``List`` counts its items), the kind and ``namespace/name`` of the object, the
+the first; a JSON ``List`` counts its items; neither for an object read from the API server in
+controller mode, which the kind and name identify), the kind and ``namespace/name`` of the object, the
 field path as ``kubectl explain`` spells it (``spec.rules[0].http.paths[1].pathType``) and a
 message. ``error`` means the object (or the part named) is not served as written; ``warning``
 means it is served, but not entirely as asked (an annotation Portway does not support yet, a
@@ -24,10 +25,11 @@ Severity = Literal["error", "warning"]
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where an object was read: a file and the document's index in it (0-based)."""
+    """Where an object was read: a file and the document's index in it (0-based); ``""`` and None
+    for an object read from the API server (``portway controller``)."""
 
     file: str
-    document: int = 0
+    document: int | None = 0
     line: int | None = None  # 1-based line where the document starts, when known
 
 
@@ -51,7 +53,8 @@ class ManifestIssue:
         what = " ".join(part for part in (self.kind, self.name) if part)
         subject = f" {what}" if what else ""
         at = f" {self.field}:" if self.field else (":" if what else "")
-        return f"{self.severity}: {where}:{subject}{at} {self.message}"
+        where = f" {where}:" if where else ""  # an object from the API server: no file
+        return f"{self.severity}:{where}{subject}{at} {self.message}"
 
     def sort_key(self) -> tuple[str, int, str, str, str, str]:
         return (

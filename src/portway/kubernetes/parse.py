@@ -73,7 +73,7 @@ def parse_object(raw: object, source: Source) -> Parsed:
         return None, None, [issue_at(source, "", "", "kind", "Required value")]
     parser = _PARSERS.get(kind)
     if parser is None:
-        log.debug("%s document %d: kind %s is not read", source.file, source.document, kind)
+        log.debug("%s document %s: kind %s is not read", source.file, source.document, kind)
         return None, None, []
     reader = Reader(source, kind)
     meta = _meta(reader, raw)
@@ -267,7 +267,8 @@ def _service(reader: Reader, meta: Meta, raw: dict[str, object]) -> Service:
             )
     ports: list[ServicePort] = []
     items = reader.items(spec.get("ports"), "spec.ports")
-    if not items and service_type != "ExternalName":
+    headless = spec.get("clusterIP") == "None"  # a headless Service may have no ports
+    if not items and service_type != "ExternalName" and not headless:
         reader.error("spec.ports", "Required value")
     for i, item in enumerate(items):
         at = f"spec.ports[{i}]"
