@@ -215,7 +215,12 @@ def _run_manifests(
         watcher = DirectoryWatcher(directory)
         watcher.start()  # blocks the supervisor's signals in this thread too: see watch.py
         try:
-            return Supervisor(cfg, workers or os.cpu_count() or 1, reload=controller.load).run()
+            return Supervisor(
+                cfg,
+                workers or os.cpu_count() or 1,
+                reload=controller.load,
+                extra_stats=controller.stats,
+            ).run()
         finally:
             watcher.stop()
     finally:
@@ -312,7 +317,9 @@ def _run_controller(
             cfg = live.wait_ready()
             if cfg is None:  # SIGTERM while waiting for the API server, or the thread failed
                 return 1 if live.finished.is_set() else 0
-            return Supervisor(cfg, workers or os.cpu_count() or 1, reload=cluster.load).run()
+            return Supervisor(
+                cfg, workers or os.cpu_count() or 1, reload=cluster.load, extra_stats=cluster.stats
+            ).run()
         except ConfigError as exc:
             typer.echo(f"no config can be made from the cluster:\n{exc}", err=True)
             return 1

@@ -189,6 +189,9 @@ class Supervisor:
         default_factory=lambda: {"reloads_ok": 0, "reloads_failed": 0, "last_reload_ok": 0.0}
     )
     reload_events: list[list[Any]] = field(default_factory=list)  # the last RECENT_RELOADS
+    # More of the supervisor's own record for the admin API (manifest/controller mode: the
+    # issues of the last build), read after each reload.
+    extra_stats: Callable[[], dict[str, Any]] | None = None
 
     def run(self) -> int:
         reserved = self.reserved = [reserve(lc.address) for lc in self.config.listeners]
@@ -245,7 +248,12 @@ class Supervisor:
         if self.stats is not None:
             self.stats.publish(
                 self.workers,
-                {"role": "supervisor", **self.reloads, "reload_events": self.reload_events},
+                {
+                    "role": "supervisor",
+                    **self.reloads,
+                    "reload_events": self.reload_events,
+                    **(self.extra_stats() if self.extra_stats is not None else {}),
+                },
             )
 
     def _spawn(self, slot: _Slot) -> int:

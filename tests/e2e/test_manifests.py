@@ -180,3 +180,33 @@ def test_validate_lists_every_issue_and_exits_1_on_errors(tmp_path: Path) -> Non
     assert bad.returncode == 1
     assert 'bad.yaml:1 document 0: Ingress default/shop spec.rules[0].http.paths[1].pathType: ' \
         'Unsupported value: "Bogus"' in bad.stderr  # fmt: skip
+
+
+def test_issues_of_the_last_build_are_metrics(tmp_path: Path, backends: dict[str, Backend]) -> None:
+    """The issue's "reported (log, metric ...)": what the last build found, as gauges of the
+    admin API (the supervisor publishes the build's report with its reload counters)."""
+    from tests.support.admin import admin_get, wait_until
+
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    write_atomically(folder / "services.yaml", *services(backends, old=False))
+    write_atomically(folder / "blog.yml", blog())
+    write_atomically(folder / "shop.yaml", shop("/v3", "Bogus"))  # invalid from the start
+    admin = ["--admin", "127.0.0.1:0", "--listen", f"127.0.0.1:{free_port()}"]
+    with run_portway_manifests(folder, workers=1, extra_args=admin) as gateway:
+        error = 'portway_kubernetes_issues{kind="Ingress",severity="error"} 1.0'
+
+        def metrics() -> str:
+            return admin_get(gateway.admin_port, "/metrics").text
+
+        assert wait_until(lambda: error in metrics()), metrics()
+        text = metrics()
+        assert "portway_kubernetes_objects_kept 0.0" in text  # never valid: nothing kept
+        objects = [
+            line for line in text.splitlines() if line.startswith("portway_kubernetes_objects ")
+        ]
+        assert objects and float(objects[0].split()[1]) >= 4  # Services, slices, two Ingresses
+
+        write_atomically(folder / "shop.yaml", shop())  # fixed: the error is gone
+        assert wait_until(lambda: 'severity="error"' not in metrics()), metrics()
+        assert answered_by(gateway, "shop.example.com", "/") == "shop"

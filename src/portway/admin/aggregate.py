@@ -64,6 +64,7 @@ class Totals:
     reloads_failed: int = 0
     last_reload_ok: float = 0.0
     reload_events: list[list[Any]] = field(default_factory=list)  # [time, ok, error], oldest first
+    kubernetes: dict[str, Any] | None = None  # manifest/controller mode: the last build's report
     workers: int = 0  # reports summed (live workers; departed ones are not counted)
     instances: dict[tuple[str, str], InstanceTotals] = field(default_factory=dict)
 
@@ -110,6 +111,8 @@ class Totals:
         self.reloads_failed = int(control.get("reloads_failed", 0))
         self.last_reload_ok = float(control.get("last_reload_ok", 0.0))
         self.reload_events = list(control.get("reload_events", ()))
+        kubernetes = control.get("kubernetes")
+        self.kubernetes = kubernetes if isinstance(kubernetes, dict) else None
 
 
 def _add_counters(into: dict[tuple[str, ...], int], rows: Sequence[Sequence[Any]]) -> None:

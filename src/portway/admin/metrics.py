@@ -179,6 +179,21 @@ ACME_RENEW_AT = MetricSpec(
     "Unix time from which the certificate is due for renewal (renew_after of its lifetime).",
     ("certificate",),
 )
+KUBERNETES_ISSUES = MetricSpec(
+    "portway_kubernetes_issues",
+    "gauge",
+    "Problems found in the Kubernetes objects by the last build (manifest or controller mode), "
+    "by kind and severity (error: the object is not served, or serves its last valid version).",
+    ("kind", "severity"),
+)
+KUBERNETES_KEPT = MetricSpec(
+    "portway_kubernetes_objects_kept",
+    "gauge",
+    "Kubernetes objects serving their last valid version because the current one is invalid.",
+)
+KUBERNETES_OBJECTS = MetricSpec(
+    "portway_kubernetes_objects", "gauge", "Kubernetes objects read by the last build."
+)
 WORKERS = MetricSpec(
     "portway_workers_reporting", "gauge", "Worker processes whose statistics are included."
 )
@@ -208,6 +223,9 @@ ALL = (
     ACME_FAILURES,
     ACME_LAST_SUCCESS,
     ACME_RENEW_AT,
+    KUBERNETES_ISSUES,
+    KUBERNETES_KEPT,
+    KUBERNETES_OBJECTS,
     WORKERS,
 )
 
@@ -309,6 +327,14 @@ def families(view: MetricsView) -> Iterator[Metric]:
     yield _counter(PASSTHROUGH_BYTES, totals.passthrough_bytes)
     yield _gauge(ACME_FAILURES, {(r.hosts[0],): float(r.failures) for r in view.acme})
     yield _gauge(ACME_LAST_SUCCESS, {(r.hosts[0],): r.last_success or 0.0 for r in view.acme})
+    kubernetes = totals.kubernetes
+    if kubernetes is not None:
+        issues: dict[tuple[str, ...], float] = {
+            (str(k), str(s)): float(n) for k, s, n in kubernetes.get("issues", ())
+        }
+        yield _gauge(KUBERNETES_ISSUES, issues)
+        yield _gauge(KUBERNETES_KEPT, {(): float(kubernetes.get("kept", 0))})
+        yield _gauge(KUBERNETES_OBJECTS, {(): float(kubernetes.get("objects", 0))})
     yield _gauge(ACME_RENEW_AT, {(r.hosts[0],): r.renew_at or 0.0 for r in view.acme})
     yield _gauge(WORKERS, {(): totals.workers})
 

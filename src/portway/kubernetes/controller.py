@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from portway.config.model import Config
 from portway.errors import ConfigError, ConfigIssue
@@ -67,6 +68,10 @@ class Controller:
             return Config.model_validate_json(self.published.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ConfigError([ConfigIssue(str(self.published), "", str(exc))]) from None
+
+    def stats(self) -> dict[str, Any]:
+        """The last build's report for the admin API's metrics."""
+        return {"kubernetes": self.report.stats()} if self.report is not None else {}
 
     def build(self) -> Config:
         """Rebuild from the current objects, publish and return the config; raises

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 log = logging.getLogger("portway.kubernetes")
 
@@ -99,6 +99,19 @@ class Report:
     @property
     def warnings(self) -> list[ManifestIssue]:
         return [i for i in self.issues if i.severity == "warning"]
+
+    def stats(self) -> dict[str, Any]:
+        """What the admin API's metrics show of this build (published by the supervisor)."""
+        counts: dict[tuple[str, str], int] = {}
+        for issue in self.issues:
+            key = (issue.kind or "File", issue.severity)
+            counts[key] = counts.get(key, 0) + 1
+        return {
+            "issues": [[kind, severity, n] for (kind, severity), n in sorted(counts.items())],
+            "objects": self.objects,
+            "kept": len(self.kept),
+            "generation": self.generation,
+        }
 
     def summary(self) -> str:
         return (
