@@ -49,7 +49,7 @@ def test_every_manifest_is_valid_for_the_api_server(version: str) -> None:
         kinds.append(document["kind"])
     assert sorted(kinds) == sorted(["Namespace", "ServiceAccount", "ClusterRole", "Role",
                                     "ClusterRoleBinding", "RoleBinding", "Deployment", "Service",
-                                    "IngressClass"])  # fmt: skip
+                                    "IngressClass", "PodDisruptionBudget"])  # fmt: skip
 
 
 def granted() -> set[Permission]:
@@ -156,6 +156,17 @@ def test_the_deployment_runs_the_controller_hardened_and_probed() -> None:
     assert params["publish_service"] == f"{service['metadata']['namespace']}/" \
         f"{service['metadata']['name']}"  # fmt: skip
     assert one("Role")["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+
+
+def test_two_replicas_a_disruption_budget_and_a_load_balancer() -> None:
+    deployment = one("Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    budget = one("PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert one("Service")["spec"]["type"] == "LoadBalancer"
 
 
 def test_the_ingress_class_names_portways_controller() -> None:
