@@ -327,14 +327,15 @@ def families(view: MetricsView) -> Iterator[Metric]:
     yield _counter(PASSTHROUGH_BYTES, totals.passthrough_bytes)
     yield _gauge(ACME_FAILURES, {(r.hosts[0],): float(r.failures) for r in view.acme})
     yield _gauge(ACME_LAST_SUCCESS, {(r.hosts[0],): r.last_success or 0.0 for r in view.acme})
-    kubernetes = totals.kubernetes
-    if kubernetes is not None:
-        issues: dict[tuple[str, ...], float] = {
-            (str(k), str(s)): float(n) for k, s, n in kubernetes.get("issues", ())
-        }
-        yield _gauge(KUBERNETES_ISSUES, issues)
-        yield _gauge(KUBERNETES_KEPT, {(): float(kubernetes.get("kept", 0))})
-        yield _gauge(KUBERNETES_OBJECTS, {(): float(kubernetes.get("objects", 0))})
+    # Manifest and controller mode only: elsewhere the families are declared without samples.
+    kubernetes = totals.kubernetes or {}
+    issues: dict[tuple[str, ...], float] = {
+        (str(k), str(s)): float(n) for k, s, n in kubernetes.get("issues", ())
+    }
+    yield _gauge(KUBERNETES_ISSUES, issues)
+    present = totals.kubernetes is not None
+    yield _gauge(KUBERNETES_KEPT, {(): float(kubernetes.get("kept", 0))} if present else {})
+    yield _gauge(KUBERNETES_OBJECTS, {(): float(kubernetes.get("objects", 0))} if present else {})
     yield _gauge(ACME_RENEW_AT, {(r.hosts[0],): r.renew_at or 0.0 for r in view.acme})
     yield _gauge(WORKERS, {(): totals.workers})
 
