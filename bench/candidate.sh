@@ -8,6 +8,8 @@
 # LISTEN and BACKEND are HOST:PORT; MAX_IDLE is the upstream pool size, at least the benchmark's
 # connection count: a smaller pool closes and reopens upstream connections under load, which
 # measures connection setup rather than proxying (see ../shared/bench/README.md).
+# Environment: PORTWAY_WORKERS (default 1) worker processes; PORTWAY_BENCH_BUILD, a folder holding
+# a compiled build of the package (bench/build_compiled.sh) that is imported instead of src/.
 set -euo pipefail
 if [ "$#" -lt 4 ] || [ "$#" -gt 5 ]; then
   echo "usage: $0 LISTEN BACKEND RUN_DIR MAX_IDLE [default|off|on]" >&2
@@ -47,4 +49,8 @@ case "$mode" in
     admin=(--admin 127.0.0.1:0) ;;
   *) echo "unknown observability mode: $mode" >&2; exit 2 ;;
 esac
-exec "$portway" run --config "$config" --listen "$listen" --workers 1 "${admin[@]}"
+if [ -n "${PORTWAY_BENCH_BUILD:-}" ]; then
+  export PYTHONPATH="$PORTWAY_BENCH_BUILD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+exec "$portway" run --config "$config" --listen "$listen" --workers "${PORTWAY_WORKERS:-1}" \
+  "${admin[@]}"

@@ -2,8 +2,10 @@
 """User-space cost of one proxied request, without sockets: µs of Python per request.
 
 Drives a real ClientConnection and a pooled UpstreamConnection through in-memory transports, so
-the number excludes the kernel's loopback work and shows only what Portway's own code costs.
-    .venv/bin/python bench/micro_hotpath.py [--requests N] [--profile]
+the number excludes the kernel's loopback work and shows only what Portway's own code costs. Says
+which build it measured (compiled by mypyc or pure Python: see docs/performance.md).
+    .venv/bin/python bench/micro_hotpath.py [--requests N] [--rounds R] [--profile]
+    .venv/bin/python bench/micro_hotpath.py --peer uvproxy   # the bare Python peer, same harness
 """
 
 from __future__ import annotations
@@ -12,20 +14,19 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from portway.config.model import Config
-from portway.gateway import Gateway, new_event_loop
-from portway.server.http1 import ClientConnection
-from portway.server.listeners import Listener
-from portway.upstream.connection import UpstreamConnection
-
 REQUEST = (
-    b"GET /api/users/42?x=1 HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: wrk\r\n"
-    b"Accept: */*\r\n\r\n"
+    b"GET /api/users/42?x=1 HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 )
-RESPONSE = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
+)
+SHARED_PROXIES = Path(__file__).resolve().parents[2] / "shared" / "bench" / "proxies"
 
 
 class MemoryTransport(asyncio.Transport):
@@ -52,23 +53,32 @@ class MemoryTransport(asyncio.Transport):
         pass
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=50_000)
-    parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--no-access-log", dest="access_log", action="store_false")
-    args = parser.parse_args()
+def default_config(access_log: bool = True) -> dict[str, Any]:
+    return {
+        "listeners": [{"address": "127.0.0.1:0"}],
+        "server": {"access_log": {"enabled": access_log, "path": "/dev/null"}},
+        "services": {"bench": {"instances": ["127.0.0.1:9"]}},
+        "routes": [{"path": "/", "service": "bench"}],
+    }
+
+
+def portway_pair(
+    config_data: dict[str, Any], request: bytes = REQUEST
+) -> tuple[Callable[[], None], Callable[[], None], list[bytes], list[bytes], Any]:
+    """One request and its response through a real Portway client and upstream connection:
+    (one, tidy, client writes, upstream writes, gateway). ``tidy`` drops what piles up between
+    sweeps (the access log's lines), not measured."""
+    from portway.config.model import Config
+    from portway.gateway import Gateway, new_event_loop
+    from portway.server.http1 import ClientConnection
+    from portway.server.listeners import Listener
+    from portway.upstream.connection import UpstreamConnection
+
     loop = new_event_loop()
-    config = Config.model_validate(
-        {
-            "listeners": [{"address": "127.0.0.1:0"}],
-            "server": {"access_log": {"enabled": args.access_log}},
-            "services": {"bench": {"instances": ["127.0.0.1:9"]}},
-            "routes": [{"path": "/", "service": "bench"}],
-        }
-    )
+    config = Config.model_validate(config_data)
     gateway = Gateway(config, loop)
-    pool = gateway.snapshot.services["bench"].pools[0]
+    service = next(iter(gateway.snapshot.services.values()))
+    pool = service.pools[0]
     upstream = UpstreamConnection(pool)
     upstream_transport = MemoryTransport()
     upstream.connection_made(upstream_transport)
@@ -76,30 +86,114 @@ def main() -> None:
     client = ClientConnection(gateway.ctx, Listener(config, 0, 8080, gateway.ctx.stats))
     client_transport = MemoryTransport()
     client.connection_made(client_transport)
-
     access_log = gateway.ctx.access_log
+    client_data = client.data_received
+    upstream_data = upstream.data_received
+
+    def one() -> None:
+        client_data(request)
+        upstream_data(RESPONSE)
+
+    def tidy() -> None:
+        client_transport.written.clear()
+        upstream_transport.written.clear()
+        if access_log is not None:
+            access_log._batch.clear()  # the sweeper hands them to the writer thread
+
+    return one, tidy, client_transport.written, upstream_transport.written, gateway
+
+
+def uvproxy_pair() -> tuple[Callable[[], None], Callable[[], None], list[bytes], list[bytes], Any]:
+    """The same exchange through the shared harness's bare uvproxy."""
+    sys.path.insert(0, str(SHARED_PROXIES))
+    import uvloop
+    import uvproxy  # type: ignore[import-not-found]
+
+    loop = uvloop.new_event_loop()
+    pool = uvproxy.Pool(loop, "127.0.0.1", 9, 64)
+    upstream = uvproxy.Upstream(pool)
+    upstream_transport = MemoryTransport()
+    upstream.connection_made(upstream_transport)
+    pool.release(upstream)
+    client = uvproxy.Client(pool)
+    client_transport = MemoryTransport()
+    client.connection_made(client_transport)
 
     def one() -> None:
         client.data_received(REQUEST)
         upstream.data_received(RESPONSE)
 
+    def tidy() -> None:
+        client_transport.written.clear()
+        upstream_transport.written.clear()
+
+    return one, tidy, client_transport.written, upstream_transport.written, None
+
+
+def measure(
+    one: Callable[[], None],
+    tidy: Callable[[], None],
+    requests: int,
+    rounds: int,
+    profiler: cProfile.Profile | None = None,
+) -> list[float]:
+    """µs per request of each round (sorted); ``tidy`` every 1000 requests, untimed."""
     for _ in range(1000):
         one()
-    assert client_transport.written[-1].endswith(b"ok\n"), client_transport.written[-1]
+    tidy()
+    results = []
+    for _ in range(rounds):
+        elapsed = 0.0
+        done = 0
+        while done < requests:
+            batch = min(1000, requests - done)
+            started = time.perf_counter()
+            if profiler:
+                profiler.enable()
+            for _ in range(batch):
+                one()
+            if profiler:
+                profiler.disable()
+            elapsed += time.perf_counter() - started
+            done += batch
+            tidy()
+        results.append(elapsed / requests * 1e6)
+    return sorted(results)
+
+
+def build_name() -> str:
+    """Which build of the hot path is imported: compiled by mypyc, or pure Python."""
+    import portway.server.http1 as http1
+
+    compiled = not http1.__file__.endswith(".py")
+    return f"{'compiled (mypyc)' if compiled else 'pure Python'}: {Path(http1.__file__).name}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20_000, help="per round")
+    parser.add_argument("--rounds", type=int, default=5, help="the best round is reported")
+    parser.add_argument("--profile", action="store_true", help="cProfile one round")
+    parser.add_argument("--no-access-log", dest="access_log", action="store_false")
+    parser.add_argument("--peer", choices=("portway", "uvproxy"), default="portway")
+    args = parser.parse_args()
+    if args.peer == "uvproxy":
+        one, tidy, client_out, upstream_out, _ = uvproxy_pair()
+        name = "uvproxy (the bare peer)"
+    else:
+        one, tidy, client_out, upstream_out, _ = portway_pair(default_config(args.access_log))
+        name = f"portway, {build_name()}"
+    one()
+    assert client_out[-1].endswith(b"ok\n"), client_out[-1]
+    upstream_request, client_response = upstream_out[-1], client_out[-1]
     profiler = cProfile.Profile() if args.profile else None
-    started = time.perf_counter()
-    if profiler:
-        profiler.enable()
-    for n in range(args.requests):
-        one()
-        if access_log is not None and n % 1000 == 0:
-            access_log._batch.clear()  # the sweeper hands batches to the writer; not measured
-    if profiler:
-        profiler.disable()
-    elapsed = time.perf_counter() - started
-    print(f"{elapsed / args.requests * 1e6:.2f} µs of Python per proxied request")
-    print(f"upstream request: {upstream_transport.written[-1]!r}")
-    print(f"client response: {client_transport.written[-1]!r}")
+    rounds = measure(one, tidy, args.requests, 1 if profiler else args.rounds, profiler)
+    print(
+        f"{rounds[0]:.2f} µs of Python per proxied request (best of {len(rounds)} rounds of "
+        f"{args.requests}; median {rounds[len(rounds) // 2]:.2f}) -- {name}"
+    )
+    print(f"upstream request: {upstream_request!r}")
+    print(f"client response: {client_response!r}")
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 

@@ -27,6 +27,8 @@ class Balancer(abc.ABC):
     __slots__ = ("endpoints",)
 
     def __init__(self, endpoints: Sequence[Endpoint]) -> None:
+        if type(self) is Balancer:  # compiled by mypyc, ABCMeta no longer refuses it by itself
+            raise TypeError("Balancer is abstract: instantiate an algorithm")
         check_positions(endpoints)
         self.endpoints: tuple[Endpoint, ...] = tuple(endpoints)
 

@@ -12,12 +12,27 @@ import os
 import time
 from bisect import bisect_left
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 # Seconds. Gateway-local answers take microseconds; upstream calls milliseconds to seconds.
-DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
-STATUS_CLASSES = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+DURATION_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+_bisect: Final = bisect_left
+STATUS_CLASSES: Final = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 NO_ROUTE = ""  # the route and service labels of a request that matched no route
 RECENT_RELOADS = 10  # reload attempts remembered for the admin API and dashboard
 _ERROR_TEXT = 2000  # characters of a refused config's error kept per event
@@ -45,17 +60,39 @@ class Histogram:
         return [self.counts, self.total]
 
 
+class RouteCounters:
+    """The counters of one (route, service) pair: what a finished request updates.
+
+    Requests are counted by method and status as they come and folded into (method label, status
+    class) only by ``WorkerStats.snapshot``: the hot path does two dict lookups, no classification.
+    """
+
+    __slots__ = ("bytes_in", "bytes_out", "duration", "requests", "upstream")
+
+    def __init__(self) -> None:
+        self.requests: dict[str, dict[int, int]] = {}  # method -> status -> count
+        self.duration = Histogram()
+        self.upstream: Histogram | None = None  # the service's, once an upstream answered
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+
+def status_class(status: int) -> str:
+    return STATUS_CLASSES[status // 100] if 100 <= status < 600 else "5xx"
+
+
 class WorkerStats:
     """Everything one worker counts. Single-threaded: only the event loop touches it."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.started = time.time()
-        self.requests: dict[tuple[str, str, str, str], int] = {}
-        self.duration: dict[tuple[str, str], Histogram] = {}
+        self.routes: dict[tuple[str, str], RouteCounters] = {}
+        # The counters the last request used: requests in a row mostly take the same route.
+        self._last_route = ""
+        self._last_service = ""
+        self._last_counters: RouteCounters | None = None
         self.upstream_duration: dict[str, Histogram] = {}
-        self.bytes_in: dict[tuple[str, str], int] = {}
-        self.bytes_out: dict[tuple[str, str], int] = {}
         self.retries: dict[str, int] = {}
         self.overflows: dict[tuple[str, str], int] = {}
         self.errors: dict[str, int] = {}  # portway-error causes of local answers
@@ -73,6 +110,20 @@ class WorkerStats:
         self.last_reload_ok = 0.0
         self.reload_events: deque[list[Any]] = deque(maxlen=RECENT_RELOADS)
 
+    def counters(self, route: str, service: str) -> RouteCounters:
+        """The counters of ``(route, service)``, created on first use."""
+        key = (route, service)
+        found = self.routes.get(key)
+        if found is None:
+            found = self.routes[key] = RouteCounters()
+        return found
+
+    def _upstream_histogram(self, service: str) -> Histogram:
+        histogram = self.upstream_duration.get(service)
+        if histogram is None:
+            histogram = self.upstream_duration[service] = Histogram()
+        return histogram
+
     def record(
         self,
         route: str,
@@ -85,22 +136,29 @@ class WorkerStats:
         bytes_out: int,
         cause: bytes | None,
     ) -> None:
-        key = (route, service)
-        status_class = STATUS_CLASSES[status // 100] if 100 <= status < 600 else "5xx"
-        labels = (route, service, method if method in METHODS else "OTHER", status_class)
-        requests = self.requests
-        requests[labels] = requests.get(labels, 0) + 1
-        histogram = self.duration.get(key)
-        if histogram is None:
-            histogram = self.duration[key] = Histogram()
-        histogram.observe(seconds)
+        counters = self._last_counters
+        if counters is None or route is not self._last_route or service is not self._last_service:
+            counters = self.routes.get((route, service))
+            if counters is None:
+                counters = self.counters(route, service)
+            self._last_route = route
+            self._last_service = service
+            self._last_counters = counters
+        by_status = counters.requests.get(method)
+        if by_status is None:
+            by_status = counters.requests[method] = {}
+        by_status[status] = by_status.get(status, 0) + 1
+        histogram = counters.duration
+        histogram.counts[_bisect(DURATION_BUCKETS, seconds)] += 1
+        histogram.total += seconds
         if upstream_seconds >= 0 and service:
-            upstream = self.upstream_duration.get(service)
+            upstream = counters.upstream
             if upstream is None:
-                upstream = self.upstream_duration[service] = Histogram()
-            upstream.observe(upstream_seconds)
-        self.bytes_in[key] = self.bytes_in.get(key, 0) + bytes_in
-        self.bytes_out[key] = self.bytes_out.get(key, 0) + bytes_out
+                upstream = counters.upstream = self._upstream_histogram(service)
+            upstream.counts[_bisect(DURATION_BUCKETS, upstream_seconds)] += 1
+            upstream.total += upstream_seconds
+        counters.bytes_in += bytes_in
+        counters.bytes_out += bytes_out
         if cause is not None:
             name = cause.decode("ascii")
             self.errors[name] = self.errors.get(name, 0) + 1
@@ -147,11 +205,11 @@ class WorkerStats:
             "started": self.started,
             "time": time.time(),
             "buckets": list(DURATION_BUCKETS),
-            "requests": [[*k, v] for k, v in self.requests.items()],
-            "duration": [[*k, *h.export()] for k, h in self.duration.items()],
+            "requests": [[*k, v] for k, v in self._requests().items()],
+            "duration": [[*k, *c.duration.export()] for k, c in self.routes.items()],
             "upstream_duration": [[k, *h.export()] for k, h in self.upstream_duration.items()],
-            "bytes_in": [[*k, v] for k, v in self.bytes_in.items()],
-            "bytes_out": [[*k, v] for k, v in self.bytes_out.items()],
+            "bytes_in": [[*k, c.bytes_in] for k, c in self.routes.items()],
+            "bytes_out": [[*k, c.bytes_out] for k, c in self.routes.items()],
             "retries": [[k, v] for k, v in self.retries.items()],
             "overflows": [[*k, v] for k, v in self.overflows.items()],
             "errors": [[k, v] for k, v in self.errors.items()],
@@ -165,3 +223,14 @@ class WorkerStats:
             "last_reload_ok": self.last_reload_ok,
             "reload_events": list(self.reload_events),
         }
+
+    def _requests(self) -> dict[tuple[str, str, str, str], int]:
+        """Request counts by (route, service, method label, status class)."""
+        folded: dict[tuple[str, str, str, str], int] = {}
+        for (route, service), counters in self.routes.items():
+            for method, by_status in counters.requests.items():
+                label = method if method in METHODS else "OTHER"
+                for status, count in by_status.items():
+                    labels = (route, service, label, status_class(status))
+                    folded[labels] = folded.get(labels, 0) + count
+        return folded

@@ -15,9 +15,10 @@ context that does not record keeps nothing per try and names the caller's span u
 
 from __future__ import annotations
 
+import os
 import random
 import re
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 if TYPE_CHECKING:
     from portway.messages import Request
@@ -29,11 +30,13 @@ TRACESTATE_PROPAGATED = 512  # characters a vendor should propagate at least (sp
 TRACESTATE_LARGE_MEMBER = 128  # members above this are removed first when truncating
 SAMPLED = 0x01
 
-_HEX_DIGITS = b"0123456789abcdef"  # lower case only: upper-case hex makes a traceparent invalid
-_ZERO_TRACE = b"0" * 32
-_ZERO_SPAN = b"0" * 16
-_ID_MASK = (1 << 64) - 1  # TraceIdRatioBased compares the low 64 bits of the trace id
-_getrandbits = random.getrandbits  # reseeded in forked children by the random module itself
+_HEX_DIGITS: Final = (
+    b"0123456789abcdef"  # lower case only: upper-case hex makes a traceparent invalid
+)
+_ZERO_TRACE: Final = b"0" * 32
+_ZERO_SPAN: Final = b"0" * 16
+_ID_MASK: Final = (1 << 64) - 1  # TraceIdRatioBased compares the low 64 bits of the trace id
+_getrandbits: Final = random.getrandbits  # reseeded in forked children by the random module itself
 
 _KEY = rb"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
 _VALUE = rb"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
@@ -101,6 +104,41 @@ def parse_tracestate(value: bytes) -> bytes | None:
     return b",".join(kept) or None
 
 
+class RandomHex:
+    """Random lower-case hex digits, drawn in batches: one ``randbytes`` and ``hex`` per few hundred
+    ids instead of an integer draw and a format per id. Same generator as ``random.getrandbits``
+    (the process-wide one, reseeded in forked children); the batch is dropped in a forked child so
+    that no two processes hand out the same ids."""
+
+    __slots__ = ("_digits", "_position")
+
+    BATCH = 4096  # hex digits per draw
+
+    def __init__(self) -> None:
+        self._digits = b""
+        self._position = 0
+
+    def take(self, count: int) -> bytes:
+        """``count`` (at most ``BATCH``) random hex digits."""
+        position = self._position
+        end = position + count
+        if end > len(self._digits):
+            self._digits = random.randbytes(self.BATCH // 2).hex().encode("ascii")
+            position = 0
+            end = count
+        self._position = end
+        return self._digits[position:end]
+
+    def forget(self) -> None:
+        self._digits = b""
+        self._position = 0
+
+
+random_hex: Final = RandomHex()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=random_hex.forget)
+
+
 def new_trace_id() -> int:
     """A random 128-bit trace id, never all zero."""
     return _getrandbits(128) or 1
@@ -108,7 +146,10 @@ def new_trace_id() -> int:
 
 def new_span_id() -> bytes:
     """A random 64-bit span id as 16 lower-case hex digits, never all zero."""
-    return b"%016x" % (_getrandbits(64) or 1)
+    span_id = random_hex.take(16)
+    while span_id == _ZERO_SPAN:  # 2**-64 odds
+        span_id = random_hex.take(16)
+    return span_id
 
 
 def ratio_bound(ratio: float) -> int:
@@ -139,10 +180,11 @@ class TraceContext:
     """One request's place in a trace. Held by its exchange from head to end."""
 
     __slots__ = (
+        "_flags",
+        "_span_id",
         "parent_id",
         "recording",
         "sampled",
-        "span_id",
         "trace_id",
         "tracestate",
         "tries",
@@ -156,18 +198,29 @@ class TraceContext:
         sampled: bool,
         tracestate: bytes | None,
         recording: bool,
+        span_id: bytes | None = None,
     ) -> None:
         self.trace_id = trace_id  # 32 lower-case hex digits
         self.parent_id = parent_id  # the caller's span id; None: the trace starts here
-        self.span_id = new_span_id()  # the gateway's own (SERVER) span
+        # The gateway's own (SERVER) span id, drawn when first asked for (``span_id``): a
+        # continued trace that records nothing never needs one.
+        self._span_id = span_id
         self.sampled = sampled
+        self._flags = b"01" if sampled else b"00"
         self.tracestate = tracestate  # as received, valid, or None
         self.recording = recording  # sampled and exported: keep the tries for spans
         self.tries: list[Try] | None = [] if recording else None
         # The parent named upstream: the current try's span when recording. Otherwise no span of
         # ours will exist, so the caller's span id goes on unchanged (the trace tree stays whole,
         # as OpenTelemetry's API does without an SDK); a new trace gets a fresh id.
-        self.try_id = parent_id or self.span_id
+        self.try_id = parent_id if parent_id is not None else self.span_id
+
+    @property
+    def span_id(self) -> bytes:
+        span_id = self._span_id
+        if span_id is None:
+            span_id = self._span_id = new_span_id()
+        return span_id
 
     def begin_try(self, address: str, now: float) -> None:
         """A try starts (an instance was picked): when recording, it gets a span id of its own."""
@@ -189,19 +242,23 @@ class TraceContext:
 
     @property
     def flags(self) -> bytes:
-        return b"01" if self.sampled else b"00"
+        return self._flags
 
     def traceparent(self, span_id: bytes | None = None) -> bytes:
         """The ``traceparent`` value naming ``span_id`` (default: the gateway's span) as parent."""
-        return b"%s-%s-%s-%s" % (VERSION, self.trace_id, span_id or self.span_id, self.flags)
+        return b"%s-%s-%s-%s" % (VERSION, self.trace_id, span_id or self.span_id, self._flags)
 
     def upstream_lines(self) -> bytes:
         """Header lines for the current try, each ending in CRLF: ``traceparent`` naming the try's
         span (see ``try_id``) and the ``tracestate`` received, if any."""
-        line = b"traceparent: %s-%s-%s-%s\r\n" % (VERSION, self.trace_id, self.try_id, self.flags)
-        if self.tracestate is not None:
-            line += b"tracestate: %s\r\n" % self.tracestate
-        return line
+        if self.tracestate is None:
+            return b"traceparent: 00-%s-%s-%s\r\n" % (self.trace_id, self.try_id, self._flags)
+        return b"traceparent: 00-%s-%s-%s\r\ntracestate: %s\r\n" % (
+            self.trace_id,
+            self.try_id,
+            self._flags,
+            self.tracestate,
+        )
 
 
 class Propagator:
@@ -211,12 +268,13 @@ class Propagator:
     (tracing enabled with an exporter). Continued traces keep their caller's sampled flag.
     """
 
-    __slots__ = ("bound", "recording")
+    __slots__ = ("bound", "recording", "sample_all")
 
     def __init__(self, sample_ratio: float = 1.0, recording: bool = False) -> None:
         if not 0.0 <= sample_ratio <= 1.0:
             raise ValueError(f"sample_ratio must be from 0 to 1, got {sample_ratio}")
         self.bound = ratio_bound(sample_ratio)
+        self.sample_all = self.bound > _ID_MASK  # every trace id is below it
         self.recording = recording
 
     def start(self, traceparent: bytes | None, tracestate: bytes | None) -> TraceContext:
@@ -225,15 +283,22 @@ class Propagator:
         Several header lines of one name are to be joined with ``,`` first: two ``traceparent``
         lines are then invalid (a new trace), two ``tracestate`` lines one list.
         """
-        parsed = parse_traceparent(traceparent) if traceparent is not None else None
-        if parsed is not None:
-            trace_id, parent_id, flags = parsed
-            sampled = bool(flags & SAMPLED)
-            state = parse_tracestate(tracestate) if tracestate is not None else None
-            return TraceContext(trace_id, parent_id, sampled, state, self.recording and sampled)
-        number = new_trace_id()
-        sampled = sampled_by_ratio(number, self.bound)
-        return TraceContext(b"%032x" % number, None, sampled, None, self.recording and sampled)
+        if traceparent is not None:
+            parsed = parse_traceparent(traceparent)
+            if parsed is not None:
+                trace_id, parent_id, flags = parsed
+                sampled = bool(flags & SAMPLED)
+                state = parse_tracestate(tracestate) if tracestate is not None else None
+                return TraceContext(trace_id, parent_id, sampled, state, self.recording and sampled)
+        # A new trace: 48 random hex digits are its id (32) and the gateway's span id (16).
+        ids = random_hex.take(48)
+        trace_id = ids[:32]
+        span_id = ids[32:]
+        if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # invalid all-zero ids: 2**-64 odds
+            trace_id = b"%032x" % new_trace_id()
+            span_id = new_span_id()
+        sampled = self.sample_all or int(ids[16:32], 16) < self.bound
+        return TraceContext(trace_id, None, sampled, None, self.recording and sampled, span_id)
 
 
 class Finished(NamedTuple):

@@ -5,17 +5,17 @@ rest (dates, milliseconds, rates)."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
-from portway.observability.access_log import Entry
+from portway.observability.access_log import summarize
 from portway.observability.trace_context import Finished
 from portway.proxy import responses
 
 if TYPE_CHECKING:
     from portway.proxy.exchange import Exchange
 
-_monotonic = time.monotonic
-_OVERFLOWS = {
+_monotonic: Final = time.monotonic
+_OVERFLOWS: Final = {
     responses.OVERFLOW_REQUESTS: "max_requests",
     responses.OVERFLOW_CONNECTIONS: "max_connections",
     responses.OVERFLOW_PENDING: "max_pending",
@@ -30,17 +30,17 @@ def account(exchange: Exchange) -> None:
     route = exchange.route_name
     service_name = service.name if service is not None else ""
     status = exchange.status or 499  # the client went away before any answer (nginx's 499)
+    t_start = exchange.t_start
     t_sent = exchange.t_sent
-    upstream_seconds = (exchange.t_first_byte or now) - t_sent if t_sent else -1.0
-    request = exchange.request
+    t_first_byte = exchange.t_first_byte
     cause = exchange.cause
     client.stats.record(
         route,
         service_name,
-        request.method,
+        exchange.method,
         status,
-        now - exchange.t_start,
-        upstream_seconds,
+        now - t_start,
+        (t_first_byte or now) - t_sent if t_sent else -1.0,
         exchange.body_received,
         exchange.bytes_out,
         cause,
@@ -54,8 +54,8 @@ def account(exchange: Exchange) -> None:
         tracing.add(
             Finished(
                 exchange.trace,
-                request,
-                exchange.t_start,
+                exchange,
+                t_start,
                 now,
                 status,
                 route,
@@ -65,19 +65,18 @@ def account(exchange: Exchange) -> None:
         )
     access_log = client.access_log
     if access_log is not None:
-        endpoint = (
-            exchange.tried[-1]
-            if exchange.endpoint is None and exchange.tried
-            else exchange.endpoint
-        )
+        endpoint = exchange.endpoint
+        if endpoint is None and exchange.tried:
+            endpoint = exchange.tried[-1]
+        # A plain tuple laid out as access_log.Entry (a NamedTuple costs a Python-level call).
         access_log.add(
-            Entry(
-                exchange.t_start,
+            (
+                t_start,
                 now,
                 t_sent,
-                exchange.t_first_byte,
+                t_first_byte,
                 exchange.t_connect,
-                request,
+                summarize(exchange),  # plain strings: the exchange itself is not kept alive
                 "1.0" if exchange.http10 else "1.1",
                 status,
                 exchange.body_received,
@@ -87,7 +86,7 @@ def account(exchange: Exchange) -> None:
                 endpoint.address if endpoint is not None else "",
                 exchange.attempt,
                 cause.decode("ascii") if cause is not None else "",
-                request.client_ip,
-                request.request_id,
+                exchange.client_ip,
+                exchange.request_id,
             )
         )

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from portway.balancing import Endpoint
 from portway.messages import Request
@@ -37,14 +37,23 @@ from portway.upstream.forward import HOP_BY_HOP
 if TYPE_CHECKING:
     from portway.proxy.client import ClientSide
 
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+# The usual methods as shared strings (no decode; their hash is computed once).
+_METHODS: Final = {
+    m.encode("ascii"): m
+    for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+}
+_IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 # Client bytes buffered while no upstream connection is ready before the client is paused.
-PENDING_HIGH_WATER = 256 * 1024
-PAUSE_PENDING = 1
-PAUSE_UPSTREAM = 2
+PENDING_HIGH_WATER: Final = 256 * 1024
+PAUSE_PENDING: Final = 1
+PAUSE_UPSTREAM: Final = 2
 
 
-class Exchange:
+class Exchange(Request):
+    """One request from head to end. It *is* the ``Request`` routing and balancing see (one object
+    per request instead of two); ``verb`` and ``rid`` are the method and request id as bytes, as
+    they go on the wire."""
+
     __slots__ = (
         "attempt",
         "authority",
@@ -65,25 +74,22 @@ class Exchange:
         "head_request",
         "headers_rest",
         "http10",
-        "idempotent",
         "in_sweeper",
         "keep_alive",
         "local",
         "max_body",
-        "method",
         "out",
         "pending",
         "pending_bytes",
         "replay",
         "replay_limit",
         "replayed",
-        "request",
         "request_chunked",
         "request_deadline",
         "request_done",
-        "request_id",
         "retry_handle",
         "retrying",
+        "rid",
         "route_name",
         "service",
         "started",
@@ -97,32 +103,50 @@ class Exchange:
         "trailers",
         "tried",
         "upstream",
+        "verb",
         "waiting",
     )
 
     def __init__(
         self,
         client: ClientSide,
-        request: Request,
-        request_id: bytes,
-        method: bytes,
+        verb: bytes,
+        host: str,
+        path: str,
+        query: str,
+        headers: list[tuple[bytes, bytes]],
+        client_ip: str,
+        rid: bytes,
+        trace: TraceContext,
         *,
         keep_alive: bool,
         http10: bool,
         max_body: int,
     ) -> None:
+        # The Request part (see portway.messages), set here rather than through its __init__.
+        method = _METHODS.get(verb)
+        self.method = method if method is not None else verb.decode("ascii")
+        self.host = host
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.client_ip = client_ip
+        self.request_id = rid.decode("ascii")
+        self.response_headers = []
+        self._header_map = None
+        self._cookies = None
+        self._query_params = None
+        # The exchange.
         self.t_start = _monotonic()
         self.t_sent = self.t_first_byte = self.t_connect = 0.0
         self.status = 0
         self.cause: bytes | None = None
         self.bytes_out = 0
-        self.trace: TraceContext = _NO_TRACE
+        self.trace = trace
         self.client = client
-        self.request = request
-        self.request_id = request_id
-        self.method = method
-        self.head_request = method == b"HEAD"
-        self.idempotent = method in _IDEMPOTENT
+        self.verb = verb
+        self.rid = rid
+        self.head_request = verb == b"HEAD"
         self.keep_alive = keep_alive
         self.http10 = http10
         self.max_body = max_body
@@ -142,7 +166,7 @@ class Exchange:
         self.local: bytes | None = None
         self.explain: bytes | None = None
         self.endpoint: Endpoint | None = None
-        self.tried: list[Endpoint] = []
+        self.tried: tuple[Endpoint, ...] = ()
         self.attempt = 0  # retries made after resets, timeouts and retryable statuses
         self.connect_failures = 0
         self.upstream: UpstreamConnection | None = None
@@ -162,6 +186,15 @@ class Exchange:
         self.out: list[bytes] = []
         self.trailers: list[bytes] | None = None
 
+    @property
+    def request(self) -> Request:
+        """What routing and balancing see: this exchange itself."""
+        return self
+
+    @property
+    def idempotent(self) -> bool:
+        return self.verb in _IDEMPOTENT
+
     # -- set-up by the client side ---------------------------------------------------------------
 
     def route_to(
@@ -177,9 +210,11 @@ class Exchange:
         self.target = target
         self.authority = authority
         self.headers_rest = headers_rest
-        self.replay_limit = service.retry.buffer_limit
+        self.replay_limit = service.replay_limit
 
-    def answer_locally(self, response: bytes, close: bool, *, status: int, cause: bytes | None) -> None:
+    def answer_locally(
+        self, response: bytes, close: bool, *, status: int, cause: bytes | None
+    ) -> None:
         self.local = response
         self.close_after = close
         self.status = status
@@ -247,11 +282,10 @@ class Exchange:
         service.active_requests += 1
         self.counted = True
         if service.request_timeout:
-            self.request_deadline = self.deadline = (
-                self.client.sweeper.now + service.request_timeout
-            )
+            sweeper = self.client.sweeper
+            self.request_deadline = self.deadline = sweeper.now + service.request_timeout
             self.in_sweeper = True
-            self.client.sweeper.add(self)
+            sweeper.add(self)
         self._try()
 
     def _try(self) -> None:
@@ -261,9 +295,9 @@ class Exchange:
             return
         service = self.service
         assert service is not None
-        endpoint = service.pick(self.request, self.tried)
+        endpoint = service.pick(self, self.tried)
         if endpoint is None and self.attempt:
-            endpoint = service.pick(self.request, ())  # a retry may return to a tried instance
+            endpoint = service.pick(self, ())  # a retry may return to a tried instance
         if endpoint is None:
             unavailable = service.config.unavailable
             if unavailable is not None and not service.endpoints:
@@ -277,15 +311,21 @@ class Exchange:
             return
         self.endpoint = endpoint
         endpoint.active += 1
-        self.trace.begin_try(endpoint.address, _monotonic())
-        if not self._acquire():
+        trace = self.trace
+        if trace.recording:
+            trace.begin_try(endpoint.address, _monotonic())
+        upstream = service.pools[endpoint.index].acquire()
+        if upstream is not None:
+            self._bind(upstream)
+        elif not self._open(service, endpoint):
             if service.max_pending and len(service.waiting) < service.max_pending:
                 self.waiting = True
                 service.waiting.append(self)
-                wait_end = self.client.sweeper.now + service.connect_timeout
+                sweeper = self.client.sweeper
+                wait_end = sweeper.now + service.connect_timeout
                 self.deadline = min(wait_end, self.request_deadline or wait_end)
                 self.in_sweeper = True
-                self.client.sweeper.add(self)
+                sweeper.add(self)
             else:
                 self.fail(
                     503,
@@ -303,6 +343,10 @@ class Exchange:
         if upstream is not None:
             self._bind(upstream)
             return True
+        return self._open(service, endpoint)
+
+    def _open(self, service: Service, endpoint: Endpoint) -> bool:
+        """Start opening a connection to ``endpoint``; False when the breaker does not allow it."""
         if not service.may_open_connection():
             return False
         service.open_connections += 1  # counted from the start of the connect
@@ -348,10 +392,10 @@ class Exchange:
         self.trace.end_try(_monotonic(), error="connect")
         service.failed(endpoint, "connect")
         self._leave_endpoint()
-        self.tried.append(endpoint)
+        self.tried += (endpoint,)
         self.connect_failures += 1
         if self.connect_failures <= service.connect_retries:
-            nxt = service.pick(self.request, self.tried)
+            nxt = service.pick(self, self.tried)
             if nxt is not None:
                 self.endpoint = nxt
                 nxt.active += 1
@@ -378,27 +422,41 @@ class Exchange:
             )
 
     def _bind(self, upstream: UpstreamConnection) -> None:
+        """Send the request head (and the body bytes received so far) on ``upstream``."""
         service = self.service
         endpoint = self.endpoint
         assert service is not None and endpoint is not None
         self.upstream = upstream
-        host = service.host_header(endpoint) if service.rewrite_host else self.authority
+        trace = self.trace
+        # One join: request line, host, trace context, the client's and the forwarding headers.
         parts = [
-            b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%s"
-            % (self.method, self.target, host, self.trace.upstream_lines(), self.headers_rest)
+            self.verb,
+            b" ",
+            self.target,
+            b" HTTP/1.1\r\nhost: ",
+            service.host_header(endpoint) if service.rewrite_host else self.authority,
+            b"\r\ntraceparent: 00-",
+            trace.trace_id,
+            b"-",
+            trace.try_id,
+            b"-",
+            trace.flags,
+            b"\r\n",
         ]
-        parts.extend(self.pending)
-        self.pending.clear()
-        self.pending_bytes = 0
+        if trace.tracestate is not None:
+            parts += (b"tracestate: ", trace.tracestate, b"\r\n")
+        parts.append(self.headers_rest)
+        pending = self.pending
+        if pending:
+            parts += pending
+            pending.clear()
+            self.pending_bytes = 0
         client = self.client
         if client.paused:
             client.pause_reading(PAUSE_PENDING, False)
-        first_byte = service.read_timeout
-        if service.try_timeout and (not first_byte or service.try_timeout < first_byte):
-            first_byte = service.try_timeout
         if not self.t_sent:
             self.t_sent = _monotonic()
-        upstream.bind(self, b"".join(parts), first_byte)
+        upstream.bind(self, b"".join(parts), service.first_byte_timeout)
         if client.write_paused:  # the client is still behind on an earlier response
             self.client_write_paused(True)
 
@@ -418,7 +476,7 @@ class Exchange:
             and not self.started
             and self.request_done
             and self.replay is not None
-            and (self.idempotent or retry.non_idempotent)
+            and (self.verb in _IDEMPOTENT or retry.non_idempotent)
             and (self.retrying or service.retry_allowed())
         )
 
@@ -430,7 +488,7 @@ class Exchange:
         self.upstream = None
         connection.close()
         self._leave_endpoint()
-        self.tried.append(endpoint)
+        self.tried += (endpoint,)
         self.attempt += 1
         if not self.retrying:
             self.retrying = True
@@ -455,7 +513,9 @@ class Exchange:
         service = self.service
         endpoint = self.endpoint
         assert service is not None and endpoint is not None
-        self.trace.end_try(_monotonic(), status=status)
+        now = _monotonic()
+        if self.trace.recording:
+            self.trace.end_try(now, status=status)
         if status >= 500:
             service.failed(endpoint, "5xx")
             upstream = self.upstream
@@ -465,28 +525,26 @@ class Exchange:
         else:
             service.outlier.success(endpoint)
         self.status = status
-        self.t_first_byte = _monotonic()
-        extra = [b"x-request-id: %s\r\n" % self.request_id]
-        for name, value in self.request.response_headers:
-            extra.append(b"%s: %s\r\n" % (name, value))
-        if self.explain is not None:
-            extra.append(b"x-portway-explain: %s\r\n" % self.explain)
-        head, framing = response_head.build(
+        self.t_first_byte = now
+        framing = response_head.build_into(
+            self.out,
             status,
             reason,
             headers,
-            extra,
+            self.rid,
+            self.response_headers,
+            self.explain,
             head_request=self.head_request,
             http10=self.http10,
             close=not self.request_done or not self.keep_alive or self.client.draining,
         )
         self.framing = framing
         self.close_after = framing.close
-        self.out.append(head)
         self.started = True
-        upstream = self.upstream
-        if upstream is not None and service.try_timeout:
-            upstream.deadline = self.client.sweeper.now + service.read_timeout
+        if service.try_timeout:
+            upstream = self.upstream
+            if upstream is not None:
+                upstream.deadline = self.client.sweeper.now + service.read_timeout
 
     def response_body(self, data: bytes) -> None:
         if self.framing.chunked:
@@ -512,16 +570,18 @@ class Exchange:
         out = self.out
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
             self.bytes_out += len(data)
             self.client.transport.write(data)
-            out.clear()
-        if self.complete and not self.finished:
+        if self.complete:
+            if self.finished:
+                return
             service = self.service
-            assert service is not None and self.endpoint is not None
-            clean = connection.keep_alive and self.request_done and not self.pending
+            endpoint = self.endpoint
+            assert service is not None and endpoint is not None
             self.upstream = None
-            if clean:
-                service.pools[self.endpoint.index].release(connection)
+            if connection.keep_alive and self.request_done and not self.pending:
+                service.pools[endpoint.index].release(connection)
             else:
                 connection.close()
             self._finish(self.close_after)
@@ -551,7 +611,7 @@ class Exchange:
             and self.replay is not None
             and self.request_done
             and not self.replayed
-            and (self.idempotent or service.retry.non_idempotent)
+            and (self.verb in _IDEMPOTENT or service.retry.non_idempotent)
         ):
             # A stale keep-alive connection: the request never reached an application. Replay it
             # once on a fresh connection; the instance did nothing wrong.
@@ -651,7 +711,7 @@ class Exchange:
             responses.local_response(
                 status,
                 detail,
-                self.request_id,
+                self.rid,
                 cause=cause,
                 close=close,
                 head_only=self.head_request,
@@ -695,9 +755,13 @@ class Exchange:
             self.retry_handle = None
         if self.in_sweeper:
             self.client.sweeper.discard(self)
-        self._leave_endpoint()
-        upstream, self.upstream = self.upstream, None
+        endpoint = self.endpoint
+        if endpoint is not None:
+            self.endpoint = None
+            endpoint.active -= 1
+        upstream = self.upstream
         if upstream is not None:
+            self.upstream = None
             upstream.close()
 
     def _finish(self, close: bool) -> None:
@@ -717,9 +781,9 @@ class Exchange:
             self._release()
 
 
-_NO_FRAMING = response_head.Framing()
-_NO_TRACE = Propagator().start(None, None)  # replaced per exchange; local answers keep it
-_monotonic = time.monotonic
+_NO_FRAMING: Final = response_head.NO_FRAMING
+_NO_TRACE: Final = Propagator().start(None, None)  # a placeholder for local answers made before one
+_monotonic: Final = time.monotonic
 
 
 def _describe(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from portway.balancing import Balancer, Endpoint, make_balancer
 from portway.balancing.endpoint import endpoints_from_config
@@ -29,6 +29,8 @@ from portway.upstream.pool import Pool
 if TYPE_CHECKING:
     from portway.proxy.exchange import Exchange
 
+_monotonic: Final = time.monotonic
+
 
 class Service:
     __slots__ = (
@@ -39,6 +41,7 @@ class Service:
         "connect_retries",
         "connect_timeout",
         "endpoints",
+        "first_byte_timeout",
         "max_connections",
         "max_pending",
         "max_requests",
@@ -49,6 +52,7 @@ class Service:
         "panic_threshold",
         "pools",
         "read_timeout",
+        "replay_limit",
         "request_timeout",
         "retry",
         "retry_statuses",
@@ -90,6 +94,13 @@ class Service:
         self.connect_retries = config.connect_retries
         self.rewrite_host = config.rewrite_host
         self.retry = config.retries
+        self.replay_limit = config.retries.buffer_limit  # request body bytes kept for a retry
+        # How long a sent request may wait for its response head: the read timeout, or the try
+        # timeout when that is shorter.
+        first_byte = self.read_timeout
+        if self.try_timeout and (not first_byte or self.try_timeout < first_byte):
+            first_byte = self.try_timeout
+        self.first_byte_timeout = first_byte
         self.retry_statuses = frozenset(config.retries.on_statuses)
         self.slow_start = config.slow_start
         self.panic_threshold = config.panic_threshold
@@ -110,7 +121,7 @@ class Service:
         """An instance for ``request``: the balancer's choice, thinned during slow start; in panic
         (too few instances available) any instance not excluded, health ignored."""
         if not self.panic and not self.slow_start:
-            return self.balancer.pick(request, exclude)
+            return self.balancer.pick_at(request, exclude, _monotonic())
         if self.panic:
             candidates = (
                 [e for e in self.endpoints if e not in exclude] if exclude else self.endpoints
@@ -148,7 +159,8 @@ class Service:
         self.wake_waiting()
 
     def connection_released(self) -> None:
-        self.wake_waiting()
+        if self.waiting:
+            self.wake_waiting()
 
     def wake_waiting(self) -> None:
         """A connection came free or closed: let waiting requests try again, oldest first."""

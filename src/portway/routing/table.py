@@ -29,11 +29,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from portway.config.model import PathType
 from portway.messages import Request
 from portway.routing.matchers import Matcher
+
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # not installed: the decorator only tells mypyc how to compile a class
+
+    def mypyc_attr(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+        return lambda cls: cls
+
 
 T = TypeVar("T")
 
@@ -51,6 +59,9 @@ class TraceStep:
     reason: str
 
 
+@mypyc_attr(
+    native_class=False
+)  # compiled, it stays a Python class: mypyc has no generic dataclasses
 @dataclass(frozen=True, slots=True)
 class CompiledRoute(Generic[T]):
     name: str  # the config name, or "route-<index>"
@@ -96,17 +107,33 @@ def prefix_key(path: str) -> str:
     return path[:-1] if path.endswith("/") else path
 
 
-RouteGroup = tuple[CompiledRoute[T], ...]  # routes on one key, in the order they are tried
+# Routes on one key, in the order they are tried. A string: compiled by mypyc, CompiledRoute is a
+# plain class at run time, which cannot be subscripted.
+RouteGroup: TypeAlias = "tuple[CompiledRoute[T], ...]"
 
 
-@dataclass(frozen=True, slots=True)
 class HostTable(Generic[T]):
-    label: str  # "api.example.com", "*.example.com", or "*" for the routes without hosts
-    exact: dict[str, RouteGroup[T]]
-    regex: tuple[tuple[re.Pattern[str], RouteGroup[T]], ...]
-    prefix: dict[str, RouteGroup[T]]  # keyed by rule path without trailing "/"; "/" is ""
-    prefix_lengths: frozenset[int]  # lengths of the prefix keys: skip slicing where none can hit
-    routes: RouteGroup[T]  # every route of this table, in declared order
+    """The routes of one host (or wildcard, or of any host), indexed for selection."""
+
+    __slots__ = ("exact", "label", "prefix", "prefix_lengths", "regex", "routes")
+
+    def __init__(
+        self,
+        label: str,  # "api.example.com", "*.example.com", or "*" for the routes without hosts
+        exact: dict[str, RouteGroup[T]],
+        regex: tuple[tuple[re.Pattern[str], RouteGroup[T]], ...],
+        prefix: dict[str, RouteGroup[T]],  # keyed by rule path without trailing "/"; "/" is ""
+        prefix_lengths: frozenset[
+            int
+        ],  # lengths of the prefix keys: skip slicing where none can hit
+        routes: RouteGroup[T],  # every route of this table, in declared order
+    ) -> None:
+        self.label = label
+        self.exact = exact
+        self.regex = regex
+        self.prefix = prefix
+        self.prefix_lengths = prefix_lengths
+        self.routes = routes
 
     @property
     def title(self) -> str:
@@ -126,11 +153,12 @@ class HostTable(Generic[T]):
 
     def _search(self, request: Request, tracer: _Tracer | None) -> CompiledRoute[T] | None:
         path = request.path
-        group = self.exact.get(path)
-        if group is not None:
-            found = _first_accepting(group, request, tracer)
-            if found is not None:
-                return found
+        if self.exact:
+            group = self.exact.get(path)
+            if group is not None:
+                found = _first_accepting(group, request, tracer)
+                if found is not None:
+                    return found
         for pattern, group in self.regex:
             if pattern.fullmatch(path) is None:
                 if tracer is not None:
@@ -214,13 +242,24 @@ class _Tracer:
                 self.lost(route, f"path {path} does not match {route.describe_path()}")
 
 
-@dataclass(frozen=True, slots=True)
 class RouteTable(Generic[T]):
-    exact_hosts: dict[str, HostTable[T]]
-    wildcard_hosts: dict[str, HostTable[T]]  # keyed by the domain after "*."
-    any_host: HostTable[T] | None
-    routes: tuple[CompiledRoute[T], ...]  # every compiled route, in declared order
-    diagnostics: list[str]  # routes skipped or unreachable, and why
+    """Every host table of a config, and what compiling it reported."""
+
+    __slots__ = ("any_host", "diagnostics", "exact_hosts", "routes", "wildcard_hosts")
+
+    def __init__(
+        self,
+        exact_hosts: dict[str, HostTable[T]],
+        wildcard_hosts: dict[str, HostTable[T]],  # keyed by the domain after "*."
+        any_host: HostTable[T] | None,
+        routes: tuple[CompiledRoute[T], ...],  # every compiled route, in declared order
+        diagnostics: list[str],  # routes skipped or unreachable, and why
+    ) -> None:
+        self.exact_hosts = exact_hosts
+        self.wildcard_hosts = wildcard_hosts
+        self.any_host = any_host
+        self.routes = routes
+        self.diagnostics = diagnostics
 
     def select(
         self, request: Request, trace: list[TraceStep] | None = None
@@ -228,7 +267,7 @@ class RouteTable(Generic[T]):
         """The route for ``request``, or None (404). See the module docstring for the order."""
         tracer = _Tracer(trace) if trace is not None else None
         host = request.host
-        table = self.exact_hosts.get(host)
+        table = self.exact_hosts.get(host) if self.exact_hosts else None
         if table is not None:
             found = table.match(request, tracer)
             if found is not None:

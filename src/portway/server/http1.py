@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from typing import Final
 
 import httptools
 
@@ -25,7 +25,6 @@ from portway.errors import (
     RequestTimeout,
     UriTooLong,
 )
-from portway.messages import Request
 from portway.observability.access_log import Entry
 from portway.proxy import responses
 from portway.proxy.exchange import Exchange
@@ -47,19 +46,25 @@ from portway.upstream.forward import (
     HOP_BY_HOP,
     ClientInfo,
     RequestFields,
-    accept_request_id,
     new_request_id,
+    valid_request_id,
 )
 
-PAUSE_PIPELINE = 4
+PAUSE_PIPELINE: Final = 4
 # Requests parsed ahead of the one being answered before the client is paused.
-MAX_PIPELINE = 16
-_HEAD_SLACK = 1024
+MAX_PIPELINE: Final = 16
+_HEAD_SLACK: Final = 1024
+# Host fields seen valid, and their routing form (request_head validates and caches too; this one
+# spares the two calls per request): bounded, filled as hosts come.
+_ROUTING_HOSTS_LIMIT: Final = 4096
+_routing_hosts: Final[dict[bytes, str]] = {}
+_request_id_ok: Final = valid_request_id
 
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "access_log",
+        "body_timeout",
         "broken",
         "client_ip",
         "closed",
@@ -67,13 +72,21 @@ class ClientConnection(asyncio.Protocol):
         "deadline",
         "final_error",
         "head_bytes",
+        "head_limit",
         "header_bytes",
+        "header_timeout",
         "headers",
         "in_head",
         "info",
+        "keepalive_timeout",
         "listener",
         "loop",
+        "max_body",
+        "max_header_bytes",
+        "max_header_count",
+        "max_request_line",
         "may_explain",
+        "merge_slashes",
         "parser",
         "parsing",
         "paused",
@@ -110,7 +123,8 @@ class ClientConnection(asyncio.Protocol):
         self.info = ClientInfo("", port, proto, False)
         self.may_explain = False
         self.parser = httptools.HttpRequestParser(self)
-        self.queue: deque[Exchange] = deque()
+        # Exchanges in arrival order (a list: at most a few, and compiled list operations are native)
+        self.queue: list[Exchange] = []
         self.parsing: Exchange | None = None
         self.in_head = False
         self.url = b""
@@ -124,6 +138,16 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.final_error: bytes | None = None
         self.deadline = 0.0
+        # Server settings change only with a restart: copied here, read once per request.
+        self.max_request_line = ctx.max_request_line
+        self.max_header_bytes = ctx.max_header_bytes
+        self.max_header_count = ctx.max_header_count
+        self.head_limit = ctx.max_request_line + ctx.max_header_bytes + _HEAD_SLACK
+        self.max_body = ctx.max_body
+        self.header_timeout = ctx.header_timeout
+        self.body_timeout = ctx.body_timeout
+        self.keepalive_timeout = ctx.keepalive_timeout
+        self.merge_slashes = ctx.merge_slashes
 
     # -- connection lifecycle ----------------------------------------------------------------------
 
@@ -151,7 +175,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         self.ctx.connections.discard(self)
         self.ctx.sweeper.discard(self)
-        queue, self.queue = self.queue, deque()
+        queue, self.queue = self.queue, []
         for exchange in queue:
             exchange.client_lost()
 
@@ -160,7 +184,8 @@ class ClientConnection(asyncio.Protocol):
             self.closed = True
             self.transport.close()
 
-    abort = close
+    def abort(self) -> None:
+        self.close()
 
     @property
     def draining(self) -> bool:
@@ -225,21 +250,24 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._protocol_error(BadRequest(f"malformed request: {exc}"))
             return
-        if self.in_head and self.head_bytes > self._head_limit():
+        if self.in_head and self.head_bytes > self.head_limit:
             self._protocol_error(
                 HeadersTooLarge() if self.url else UriTooLong("request line too long")
             )
             return
+        # Body bytes parsed in this read go upstream in one write (or wait, pausing when many).
         queue = self.queue
         if queue:
-            queue[0].flush_request()
-        parsing = self.parsing
-        if parsing is not None and (not queue or parsing is not queue[0]):
-            parsing.flush_request()  # a pipelined body waiting its turn: pauses when large
-
-    def _head_limit(self) -> int:
-        ctx = self.ctx
-        return ctx.max_request_line + ctx.max_header_bytes + _HEAD_SLACK
+            current = queue[0]
+            if current.pending:
+                current.flush_request()
+            parsing = self.parsing
+            if parsing is not None and parsing is not current and parsing.pending:
+                parsing.flush_request()  # a pipelined body waiting its turn: pauses when large
+        else:
+            parsing = self.parsing
+            if parsing is not None and parsing.pending:
+                parsing.flush_request()
 
     # httptools callbacks
 
@@ -249,13 +277,14 @@ class ClientConnection(asyncio.Protocol):
         self.headers = []
         self.header_bytes = 0
         self.trailers = None
-        header_timeout = self.ctx.header_timeout
+        header_timeout = self.header_timeout
         self.deadline = self.sweeper.now + header_timeout if header_timeout else 0.0
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
-        if len(self.url) > self.ctx.max_request_line:
-            raise UriTooLong(f"request-target longer than {self.ctx.max_request_line} bytes")
+        url = self.url + url if self.url else url
+        self.url = url
+        if len(url) > self.max_request_line:
+            raise UriTooLong(f"request-target longer than {self.max_request_line} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.in_head:  # a trailer field of a chunked request body
@@ -266,12 +295,12 @@ class ClientConnection(asyncio.Protocol):
             return
         headers = self.headers
         headers.append((name, value))
-        self.header_bytes += len(name) + len(value) + 4
-        ctx = self.ctx
-        if len(headers) > ctx.max_header_count:
-            raise HeadersTooLarge(f"more than {ctx.max_header_count} header fields")
-        if self.header_bytes > ctx.max_header_bytes:
-            raise HeadersTooLarge(f"header fields larger than {ctx.max_header_bytes} bytes")
+        size = self.header_bytes + len(name) + len(value) + 4
+        self.header_bytes = size
+        if len(headers) > self.max_header_count:
+            raise HeadersTooLarge(f"more than {self.max_header_count} header fields")
+        if size > self.max_header_bytes:
+            raise HeadersTooLarge(f"header fields larger than {self.max_header_bytes} bytes")
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -288,19 +317,19 @@ class ClientConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         exchange = self.parsing
         assert exchange is not None
-        body_timeout = self.ctx.body_timeout
+        body_timeout = self.body_timeout
         if body_timeout:
             self.deadline = self.sweeper.now + body_timeout
         if not exchange.request_body(body):
-            raise PayloadTooLarge(f"request body larger than {self.ctx.max_body} bytes")
+            raise PayloadTooLarge(f"request body larger than {self.max_body} bytes")
 
     def on_message_complete(self) -> None:
         exchange = self.parsing
         self.parsing = None
         self.deadline = 0.0
-        if exchange is not None:
+        if exchange is not None and (exchange.request_chunked or not exchange.request_done):
             exchange.request_end(self.trailers)
-            self.trailers = None
+        self.trailers = None
 
     # -- a request head becomes an exchange ------------------------------------------------------
 
@@ -315,70 +344,78 @@ class ClientConnection(asyncio.Protocol):
             raise upgrade_error(method)
         url = self.url
         if url[:1] == b"/":  # origin-form, nearly every request
-            raw_path, _, raw_query = url.partition(b"?")
-            path_text, query, absolute_authority = (
-                raw_path.decode("ascii"),
-                raw_query.decode("ascii"),
-                None,
-            )
+            raw_path, question, raw_query = url.partition(b"?")
+            path_text = raw_path.decode("ascii")
+            query = raw_query.decode("ascii") if question else ""
+            absolute_authority = None
         else:
             target = parse_target(url, method)
             path_text, query, absolute_authority = target.path, target.query, target.authority
+            question = b""
         headers = self.headers
         fields = RequestFields(headers)
-        authority = check_host(fields.host, fields.host_count, version, absolute_authority)
+        host = fields.host
+        routing_host = (
+            _routing_hosts.get(host)
+            if host is not None and absolute_authority is None and fields.host_count == 1
+            else None
+        )
+        if routing_host is not None:
+            authority: bytes = host  # type: ignore[assignment]  # not None when found
+        else:
+            authority = check_host(host, fields.host_count, version, absolute_authority)
+            routing_host = host_for_routing(authority)
+            if authority is host and len(_routing_hosts) < _ROUTING_HOSTS_LIMIT:
+                _routing_hosts[authority] = routing_host
         transfer_encoding = fields.transfer_encoding
         if transfer_encoding is not None:
             check_transfer_encoding(transfer_encoding)
         content_length = fields.content_length
-        if content_length is not None and ctx.max_body and int(content_length) > ctx.max_body:
-            raise PayloadTooLarge(f"request body larger than {ctx.max_body} bytes")
-        rid = accept_request_id(fields.request_id)
+        max_body = self.max_body
+        if content_length is not None and max_body and int(content_length) > max_body:
+            raise PayloadTooLarge(f"request body larger than {max_body} bytes")
+        rid = fields.request_id
+        if rid is None or _request_id_ok(rid) is None:
+            rid = new_request_id()
         if path_text == "*":
             path = path_text
         else:
             try:
-                path = normalize_path(path_text, ctx.merge_slashes)
+                path = normalize_path(path_text, self.merge_slashes)
             except ValueError as exc:
                 raise BadRequest(f"invalid path: {exc}") from None
-        request = Request(
-            method.decode("ascii"),
-            host_for_routing(authority),
+        keep_alive = parser.should_keep_alive()
+        exchange = Exchange(
+            self,
+            method,
+            routing_host,
             path,
             query,
             headers,
             self.client_ip,
-            rid.decode("ascii"),
-        )
-        keep_alive = parser.should_keep_alive()
-        exchange = Exchange(
-            self,
-            request,
             rid,
-            method,
+            ctx.propagator.start(fields.traceparent, fields.tracestate),
             keep_alive=keep_alive,
             http10=version == "1.0",
-            max_body=ctx.max_body,
+            max_body=max_body,
         )
-        exchange.trace = ctx.propagator.start(fields.traceparent, fields.tracestate)
-        has_body = transfer_encoding is not None or (
-            content_length is not None and content_length != b"0"
-        )
-        if has_body:
-            body_timeout = ctx.body_timeout
+        if transfer_encoding is not None or (content_length is not None and content_length != b"0"):
+            has_body = True
+            body_timeout = self.body_timeout
             self.deadline = self.sweeper.now + body_timeout if body_timeout else 0.0
         else:
+            has_body = False
             exchange.request_done = True  # known now; on_message_complete follows at once
             self.deadline = 0.0
         extra = b""
         if self.special:
-            decision = before_routing(self.listener, self.tls, request)
+            decision = before_routing(self.listener, self.tls, exchange)
             if isinstance(decision, LocalAnswer):
                 self._answer(exchange, decision, has_body, keep_alive, method)
                 return exchange
             extra = decision
         trace: list[TraceStep] | None = [] if fields.explain and self.may_explain else None
-        route = ctx.snapshot.routes.select(request, trace)
+        route = ctx.snapshot.routes.select(exchange, trace)
         if trace is not None:
             exchange.explain = _explain_header(route.name if route else None, trace)
         if route is None:
@@ -400,7 +437,12 @@ class ClientConnection(asyncio.Protocol):
                 cause=responses.NO_ROUTE,
             )
             return exchange
-        upstream_target = (path + "?" + query).encode("ascii") if query else path.encode("ascii")
+        if path is path_text and absolute_authority is None and (query or not question):
+            upstream_target = url  # unchanged by normalization: the bytes as received
+        elif query:
+            upstream_target = (path + "?" + query).encode("ascii")
+        else:
+            upstream_target = path.encode("ascii")
         chunked = transfer_encoding is not None
         exchange.request_chunked = chunked
         exchange.route_to(
@@ -413,14 +455,19 @@ class ClientConnection(asyncio.Protocol):
         return exchange
 
     def _answer(
-        self, exchange: Exchange, answer: LocalAnswer, has_body: bool, keep_alive: bool, method: bytes
+        self,
+        exchange: Exchange,
+        answer: LocalAnswer,
+        has_body: bool,
+        keep_alive: bool,
+        method: bytes,
     ) -> None:
         close = has_body or not keep_alive or self.ctx.draining
         exchange.answer_locally(
             responses.local_response(
                 answer.status,
                 answer.detail,
-                exchange.request_id,
+                exchange.rid,
                 cause=answer.cause,
                 close=close,
                 head_only=method == b"HEAD",
@@ -437,7 +484,7 @@ class ClientConnection(asyncio.Protocol):
     def exchange_finished(self, exchange: Exchange, close: bool) -> None:
         queue = self.queue
         if queue and queue[0] is exchange:
-            queue.popleft()
+            del queue[0]
         if self.paused & PAUSE_PIPELINE and len(queue) <= MAX_PIPELINE // 2:
             self.pause_reading(PAUSE_PIPELINE, False)
         if close or self.closed:
@@ -454,7 +501,7 @@ class ClientConnection(asyncio.Protocol):
             self.close()
             return
         if not self.in_head and self.parsing is None:
-            keepalive = self.ctx.keepalive_timeout
+            keepalive = self.keepalive_timeout
             self.deadline = self.sweeper.now + keepalive if keepalive else 0.0
 
     def _protocol_error(self, error: HttpError) -> None:
@@ -471,7 +518,7 @@ class ClientConnection(asyncio.Protocol):
                 exchange.fail(error.status, error.detail, error.cause)
             else:
                 exchange.answer_locally(
-                    self._error_response(error, exchange.request_id),
+                    self._error_response(error, exchange.rid),
                     True,
                     status=error.status,
                     cause=error.cause,

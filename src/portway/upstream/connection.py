@@ -88,7 +88,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def bind(self, exchange: ResponseSink, data: bytes, read_timeout: float) -> None:
         self.exchange = exchange
-        self._reset_response()
+        self.reason = b""
+        self.headers = []
+        self.head_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.bytes_received = 0
         self.deadline = self.pool.sweeper.now + read_timeout
         self.transport.write(data)
 
@@ -151,8 +156,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.on_message_complete()
 
     def on_body(self, body: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.response_body(body)
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.response_body(body)
 
     def on_message_complete(self) -> None:
         if not self.head_done:  # the end of an interim response
@@ -162,8 +168,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.complete = True
         # llhttp forgets keep-alive once feed_data returns; read it while the message is current.
         self.keep_alive = self.keep_alive and self.parser.should_keep_alive()
-        if self.exchange is not None:
-            self.exchange.response_complete()
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.response_complete()
 
     # -- transport callbacks ---------------------------------------------------------------------
 

@@ -7,10 +7,12 @@ only from trusted proxies; from anyone else they are replaced, so a client canno
 
 from __future__ import annotations
 
-import random
 import re
+from typing import Final
 
-HOP_BY_HOP = frozenset(
+from portway.observability.trace_context import random_hex
+
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -21,7 +23,7 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-_FORWARDING = frozenset(
+_FORWARDING: Final = frozenset(
     {
         b"x-forwarded-for",
         b"x-forwarded-proto",
@@ -30,25 +32,27 @@ _FORWARDING = frozenset(
         b"forwarded",
     }
 )
-EXPLAIN_HEADER = b"x-portway-explain"
+EXPLAIN_HEADER: Final = b"x-portway-explain"
 # The verified client certificate of an mTLS connection, as the gateway tells the upstream. Never
 # believed from a client: dropped from every request, then set from the TLS session.
-CLIENT_CERT_HEADERS = (
+CLIENT_CERT_HEADERS: Final = (
     b"x-client-cert",
     b"x-client-cert-subject",
     b"x-client-cert-san",
     b"x-client-cert-fingerprint",
 )
-REQUEST_ID_HEADER = b"x-request-id"
+REQUEST_ID_HEADER: Final = b"x-request-id"
 # Connection values that name no other field: the common case needs no token parsing.
-PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})
 
-_REQUEST_ID_OK = re.compile(rb"^[A-Za-z0-9._:+/=-]{1,200}$")
-_getrandbits = random.getrandbits
+_REQUEST_ID_OK: Final = re.compile(rb"^[A-Za-z0-9._:+/=-]{1,200}$")
 
 
 def new_request_id() -> bytes:
-    return b"%032x" % _getrandbits(128)
+    return random_hex.take(32)
+
+
+valid_request_id: Final = _REQUEST_ID_OK.match  # a match when a client's X-Request-Id may be kept
 
 
 def accept_request_id(value: bytes | None) -> bytes:
@@ -66,7 +70,7 @@ def connection_tokens(values: list[bytes]) -> frozenset[bytes]:
 class ClientInfo:
     """Per-connection facts the forwarding headers need, computed once per connection."""
 
-    __slots__ = ("forwarded_for", "ip", "port", "proto", "trusted")
+    __slots__ = ("_block", "_block_host", "forwarded_for", "ip", "port", "proto", "trusted")
 
     def __init__(self, ip: str, port: int, proto: bytes, trusted: bool) -> None:
         self.ip = ip.encode("ascii")
@@ -75,12 +79,28 @@ class ClientInfo:
         self.trusted = trusted
         # RFC 7239 §6: IPv6 addresses are bracketed and quoted.
         self.forwarded_for = b'for="[%s]"' % self.ip if b":" in self.ip else b"for=" + self.ip
+        self._block_host: bytes | None = None
+        self._block = b""
+
+    def forwarding(self, host: bytes) -> bytes:
+        """The forwarding fields the gateway writes for this (untrusted) client asking for
+        ``host``; the last one is kept, as a connection's requests usually name one host."""
+        if host == self._block_host:
+            return self._block
+        block = (
+            b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n"
+            b'x-forwarded-port: %s\r\nforwarded: %s;host="%s";proto=%s\r\n'
+            % (self.ip, self.proto, host, self.port, self.forwarded_for, host, self.proto)
+        )
+        self._block_host = host
+        self._block = block
+        return block
 
 
 # What a request header name means to the gateway, looked up once per header line.
 HOST, CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, REQUEST_ID, EXPLAIN, TE, HOP = range(1, 9)
 XFF, XF_PROTO, XF_HOST, XF_PORT, FORWARDED, TRACEPARENT, TRACESTATE = range(9, 16)
-_REQUEST_FIELD_KIND = {
+_REQUEST_FIELD_KIND: Final = {
     b"host": HOST,
     b"content-length": CONTENT_LENGTH,
     b"transfer-encoding": TRANSFER_ENCODING,
@@ -102,7 +122,7 @@ _REQUEST_FIELD_KIND = {
     b"tracestate": TRACESTATE,
     **dict.fromkeys(CLIENT_CERT_HEADERS, HOP),
 }
-_kind_of = _REQUEST_FIELD_KIND.get
+_kind_of: Final = _REQUEST_FIELD_KIND.get
 
 
 class RequestFields:
@@ -203,36 +223,29 @@ class RequestFields:
             named = connection_tokens([self.connection]) - HOP_BY_HOP
             if named:  # fields the client declared hop-by-hop (RFC 9110 §7.6.1)
                 lines = [line for line in lines if line.split(b":", 1)[0].lower() not in named]
-        own_forwarded = b'%s;host="%s";proto=%s' % (client.forwarded_for, host, client.proto)
         if client.trusted:
-            xff = client.ip if self.xff is None else self.xff + b", " + client.ip
-            proto = self.xf_proto or client.proto
-            xf_host = self.xf_host or host
-            port = self.xf_port or client.port
-            forwarded = (
-                own_forwarded if self.forwarded is None else self.forwarded + b", " + own_forwarded
+            own_forwarded = b'%s;host="%s";proto=%s' % (client.forwarded_for, host, client.proto)
+            block = (
+                b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n"
+                b"x-forwarded-port: %s\r\nforwarded: %s\r\n"
+                % (
+                    client.ip if self.xff is None else self.xff + b", " + client.ip,
+                    self.xf_proto or client.proto,
+                    self.xf_host or host,
+                    self.xf_port or client.port,
+                    own_forwarded
+                    if self.forwarded is None
+                    else self.forwarded + b", " + own_forwarded,
+                )
             )
         else:
-            xff, proto, xf_host, port, forwarded = (
-                client.ip,
-                client.proto,
-                host,
-                client.port,
-                own_forwarded,
-            )
-        tail = (
-            b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n"
-            b"x-forwarded-port: %s\r\nforwarded: %s\r\nx-request-id: %s\r\n%s%s%s\r\n"
-            % (
-                xff,
-                proto,
-                xf_host,
-                port,
-                forwarded,
-                request_id,
-                b"transfer-encoding: chunked\r\n" if chunked else b"",
-                b"te: trailers\r\n" if self.te_trailers else b"",
-                extra,
-            )
-        )
-        return b"".join(lines) + tail
+            block = client.forwarding(host)
+        parts = [*lines, block, b"x-request-id: ", request_id, b"\r\n"]
+        if chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        if self.te_trailers:
+            parts.append(b"te: trailers\r\n")
+        if extra:
+            parts.append(extra)
+        parts.append(b"\r\n")
+        return b"".join(parts)

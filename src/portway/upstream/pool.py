@@ -89,7 +89,8 @@ class Pool:
             connection.close()
             return
         # An idle connection must read, or it would never notice the upstream closing it.
-        connection.resume_reading()
+        if connection.reading_paused:
+            connection.resume_reading()
         connection.deadline = self.sweeper.now + self.idle_timeout
         self.idle.append(connection)
         self.owner.connection_released()
