@@ -50,6 +50,7 @@ COMPILED = [
     "src/portway/proxy/accounting.py",
     "src/portway/proxy/response_head.py",
     "src/portway/proxy/service.py",
+    "src/portway/proxy/client.py",
     "src/portway/proxy/exchange.py",
     "src/portway/server/http1.py",
 ]

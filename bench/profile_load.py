@@ -5,7 +5,7 @@ Starts the fast nginx backend (pinned with wrk to CPU 0), one Portway worker wit
 default config (JSON access log to a file, metrics on; pinned to CPU 1), loads it with wrk and
 samples it with py-spy meanwhile. Prints self and inclusive time per function, per thread, and
 the share spent outside Python frames (uvloop, httptools, the interpreter; with --native, named).
-    .venv/bin/python bench/profile_load.py [--conns 50] [--duration 10] [--native] [--raw FILE]
+    .venv/bin/python bench/profile_load.py [--conns 50] [--duration 10] [--native] [--compiled]
 Needs py-spy in the project's venv (`.venv/bin/pip install py-spy`, a dev tool, not a dependency)
 and permission to ptrace the worker (root, or kernel.yama.ptrace_scope=0).
 """
@@ -82,12 +82,20 @@ def main() -> None:
         "--raw", type=Path, help="keep py-spy's raw stacks here (flamegraph.pl input)"
     )
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--compiled", action="store_true", help="the mypyc build (build_compiled.sh)"
+    )
     parser.add_argument("--gen-cpus", default="0")
     parser.add_argument("--proxy-cpus", default="1")
     args = parser.parse_args()
     if not h.PY_SPY.exists():
         sys.exit(f"py-spy is not installed: {h.REPO}/.venv/bin/pip install py-spy")
     h.raise_nofile(65536)
+    env = {}
+    if args.compiled:
+        env["PYTHONPATH"] = subprocess.run(
+            [str(h.BENCH / "build_compiled.sh")], check=True, capture_output=True, text=True
+        ).stdout.strip()
     with h.run_dir() as run:
         backend, backend_port = h.start_backend(run, args.gen_cpus)
         port = h.free_port()
@@ -96,7 +104,7 @@ def main() -> None:
         )
         portway = None
         try:
-            portway = h.start_portway(config, port, run, cpus=args.proxy_cpus)
+            portway = h.start_portway(config, port, run, cpus=args.proxy_cpus, env=env)
             workers = h.children(portway.pid)
             print(f"# {h.machine()}; worker pids {workers}", file=sys.stderr)
             h.wrk(port, args.conns, 2, args.gen_cpus)  # warm-up

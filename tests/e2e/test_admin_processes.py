@@ -10,9 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from tests.support.admin import PrometheusServer, admin_get, promtool_check_metrics, wait_until
+from tests.support.admin import (
+    PrometheusServer,
+    admin_get,
+    metric_value,
+    promtool_check_metrics,
+    wait_until,
+)
 from tests.support.backends import Backend
 from tests.support.client import request
 from tests.support.processes import PortwayProcess, run_portway
@@ -31,16 +35,15 @@ def config_for(address: str) -> str:
 
 
 def site_requests(metrics_text: str) -> float:
-    for family in text_string_to_metric_families(metrics_text):
-        for sample in family.samples:
-            if sample.name == "portway_requests_total" and sample.labels == {
-                "route": "site",
-                "service": "web",
-                "method": "GET",
-                "status_class": "2xx",
-            }:
-                return sample.value
-    return 0.0
+    value = metric_value(
+        metrics_text,
+        "portway_requests_total",
+        route="site",
+        service="web",
+        method="GET",
+        status_class="2xx",
+    )
+    return value or 0.0
 
 
 def per_worker_requests(gw: PortwayProcess) -> list[int]:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.support.processes import free_port
 
 MISSING_TOOL = (
@@ -78,6 +80,17 @@ def tool(name: str) -> str:
     if path is None:
         raise AssertionError(MISSING_TOOL.format(tool=name))
     return path
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample ``name`` with exactly ``labels`` in the exposition ``text``, parsed
+    as Prometheus parses it (``1.80414689e+09`` and ``1804146890.0`` are the same number), or
+    None when there is no such sample."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
 
 
 def promtool_check_metrics(text: str) -> subprocess.CompletedProcess[str]:

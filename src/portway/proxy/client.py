@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from portway.deadlines import Sweeper
 from portway.observability.access_log import AccessLog
@@ -14,7 +14,14 @@ if TYPE_CHECKING:
     from portway.proxy.exchange import Exchange
 
 
-class ClientSide(Protocol):
+class ClientEnd(asyncio.Protocol):
+    """The client connection an exchange belongs to, as the exchange sees it
+    (``server.http1.ClientConnection`` is one). A base class rather than a ``typing.Protocol`` so
+    that, compiled with mypyc, the exchange reads these attributes and calls these methods natively
+    instead of by name."""
+
+    __slots__ = ()
+
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
     sweeper: Sweeper  # its ``now`` is the clock deadlines are set from
@@ -25,13 +32,18 @@ class ClientSide(Protocol):
     tracing: Tracing | None
 
     @property
-    def draining(self) -> bool: ...
+    def draining(self) -> bool:
+        raise NotImplementedError
 
     def pause_reading(self, reason: int, paused: bool) -> None:
-        """Pause (or resume) reading from the client for ``reason``; reading resumes when no reason is left."""
+        """Pause (or resume) reading from the client for ``reason``; reading resumes when no
+        reason is left."""
+        raise NotImplementedError
 
     def exchange_finished(self, exchange: Exchange, close: bool) -> None:
         """The exchange wrote its whole response; start the next one or close the connection."""
+        raise NotImplementedError
 
     def abort(self) -> None:
         """End the client connection now (a response was cut short)."""
+        raise NotImplementedError

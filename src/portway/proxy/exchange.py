@@ -23,19 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from portway.balancing import Endpoint
 from portway.messages import Request
 from portway.observability.trace_context import Propagator, TraceContext
 from portway.proxy import response_head, responses
 from portway.proxy.accounting import account
+from portway.proxy.client import ClientEnd
 from portway.proxy.service import Service
 from portway.upstream.connection import UpstreamConnection
 from portway.upstream.forward import HOP_BY_HOP
-
-if TYPE_CHECKING:
-    from portway.proxy.client import ClientSide
 
 # The usual methods as shared strings (no decode; their hash is computed once).
 _METHODS: Final = {
@@ -109,7 +107,7 @@ class Exchange(Request):
 
     def __init__(
         self,
-        client: ClientSide,
+        client: ClientEnd,
         verb: bytes,
         host: str,
         path: str,

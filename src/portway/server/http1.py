@@ -27,6 +27,7 @@ from portway.errors import (
 )
 from portway.observability.access_log import Entry
 from portway.proxy import responses
+from portway.proxy.client import ClientEnd
 from portway.proxy.exchange import Exchange
 from portway.routing import TraceStep, normalize_path
 from portway.server.context import WorkerContext, ip_in
@@ -61,7 +62,7 @@ _routing_hosts: Final[dict[bytes, str]] = {}
 _request_id_ok: Final = valid_request_id
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(ClientEnd):
     __slots__ = (
         "access_log",
         "body_timeout",

@@ -122,7 +122,18 @@ _REQUEST_FIELD_KIND: Final = {
     b"tracestate": TRACESTATE,
     **dict.fromkeys(CLIENT_CERT_HEADERS, HOP),
 }
-_kind_of: Final = _REQUEST_FIELD_KIND.get
+PLAIN: Final = 0  # a field forwarded as it is
+# Field name as received -> kind (PLAIN or one of the above): clients repeat their spelling, so
+# most lookups skip lowering the name. Bounded, filled as names come.
+_RAW_KINDS_LIMIT: Final = 2048
+_raw_kinds: Final[dict[bytes, int]] = {}
+
+
+def _kind_of(name: bytes) -> int:
+    kind = _REQUEST_FIELD_KIND.get(name.lower(), PLAIN)
+    if len(_raw_kinds) < _RAW_KINDS_LIMIT:
+        _raw_kinds[name] = kind
+    return kind
 
 
 class RequestFields:
@@ -154,9 +165,12 @@ class RequestFields:
         xff = xf_proto = xf_host = xf_port = forwarded = traceparent = tracestate = None
         host_count = 0
         explain = te_trailers = False
+        raw_kinds = _raw_kinds
         for name, value in headers:
-            kind = _kind_of(name.lower())
+            kind = raw_kinds.get(name)
             if kind is None:
+                kind = _kind_of(name)
+            if kind == PLAIN:
                 lines.append(b"%s: %s\r\n" % (name, value))
             elif kind == HOST:
                 host = value
