@@ -257,8 +257,17 @@ class Gateway:
         for connection in list(ctx.connections):
             if isinstance(connection, ClientConnection | PassthroughConnection):
                 connection.close()
-        for service in ctx.snapshot.services.values():
+        services = list(ctx.snapshot.services.values())
+        for service in services:
             service.retire()
+        # A TLS upstream connection closes with a close_notify exchange that needs the loop for a
+        # few more turns; stopping the loop under it would leave its transport half closed.
+        closing_deadline = self.loop.time() + 1.0
+        while (
+            any(service.open_connections for service in services)
+            and self.loop.time() < closing_deadline
+        ):
+            await asyncio.sleep(0.01)
         self.sweeper.stop()
         if ctx.access_log is not None:
             ctx.access_log.close()
