@@ -85,10 +85,22 @@ def main() -> None:
     parser.add_argument(
         "--compiled", action="store_true", help="the mypyc build (build_compiled.sh)"
     )
+    parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="sample the worker with Linux perf instead of py-spy (C symbols: uvloop, httptools, "
+        "the compiled modules, the kernel)",
+    )
+    parser.add_argument(
+        "--perf-graph",
+        action="store_true",
+        help="with --perf: record call graphs (DWARF unwinding; keep --raw to read callers with "
+        "perf report --children)",
+    )
     parser.add_argument("--gen-cpus", default="0")
     parser.add_argument("--proxy-cpus", default="1")
     args = parser.parse_args()
-    if not h.PY_SPY.exists():
+    if not args.perf and not h.PY_SPY.exists():
         sys.exit(f"py-spy is not installed: {h.REPO}/.venv/bin/pip install py-spy")
     h.raise_nofile(65536)
     env = {}
@@ -109,6 +121,9 @@ def main() -> None:
             print(f"# {h.machine()}; worker pids {workers}", file=sys.stderr)
             h.wrk(port, args.conns, 2, args.gen_cpus)  # warm-up
             raw = args.raw or run / "profile.raw"
+            if args.perf:
+                _perf_profile(port, workers, raw, args)
+                return
             argv = [
                 str(h.PY_SPY),
                 "record",
@@ -149,6 +164,36 @@ def main() -> None:
             if portway is not None:
                 portway.stop()
             backend.stop()
+
+
+def _perf_profile(port: int, workers: list[int], raw: Path, args: argparse.Namespace) -> None:
+    """``perf record`` on the worker while wrk loads it; self time per symbol (user and kernel)."""
+    argv = ["perf", "record", "-e", "cpu-clock", "-F", "2000", "-o", str(raw)]
+    if args.perf_graph:
+        argv += ["--call-graph", "dwarf,32768"]
+    argv += ["-p", ",".join(map(str, workers)), "--", "sleep", str(args.duration)]
+    perf = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.3)
+    before = h.cpu_seconds(workers)
+    result = h.wrk(port, args.conns, max(1, int(args.duration) - 1), args.gen_cpus)
+    after = h.cpu_seconds(workers)
+    perf.communicate(timeout=args.duration + 60)
+    requests = result["requests"] or 1
+    usr, sys_ = after[0] - before[0], after[1] - before[1]
+    print(
+        f"wrk -c{args.conns}: {result['rps']:.0f} req/s, errors {result['errors']:.0f}; worker CPU "
+        f"{1e6 * (usr + sys_) / requests:.1f} µs/req ({1e6 * usr / requests:.1f} usr + "
+        f"{1e6 * sys_ / requests:.1f} sys)"
+    )
+    for sort in ("dso", "dso,symbol"):
+        report = subprocess.run(
+            ["perf", "report", "-i", str(raw), "--no-children", "--sort", sort, "--stdio"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        rows = [line for line in report.splitlines() if line.strip() and not line.startswith("#")]
+        print(f"\nself time by {sort}:")
+        print("\n".join(rows[: args.top]))
 
 
 if __name__ == "__main__":
