@@ -33,12 +33,6 @@ def one_service(address: str, **route: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def backend() -> Iterator[Backend]:
-    with Backend("b1") as b:
-        yield b
-
-
-@pytest.fixture
 def gateway(backend: Backend) -> Iterator[GatewayThread]:
     with GatewayThread(one_service(backend.address)) as g:
         yield g

@@ -55,12 +55,6 @@ def config(backend: Backend, **server: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def backend() -> Iterator[Backend]:
-    with Backend("b1") as b:
-        yield b
-
-
-@pytest.fixture
 def limited(backend: Backend) -> Iterator[GatewayThread]:
     with GatewayThread(config(backend, limits=LIMITS)) as g:
         yield g

@@ -13,12 +13,6 @@ from tests.support.backends import Backend
 from tests.support.client import KeepAliveClient, parse_responses, request, send_raw
 
 
-@pytest.fixture
-def backend() -> Iterator[Backend]:
-    with Backend("b1") as b:
-        yield b
-
-
 def one_service(address: str, **service: object) -> dict[str, object]:
     return {
         "services": {"web": {"instances": [address], **service}},
