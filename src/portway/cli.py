@@ -1,4 +1,5 @@
-"""The ``portway`` command: run, controller, validate, routes, explain, demo, top, certs."""
+"""The ``portway`` command: run, controller, validate, routes, explain, demo, top, certs,
+hash-password."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from portway.config.model import Config, ListenerConfig, ServiceConfig
 from portway.config.observability import AdminConfig
 from portway.errors import ConfigError
 from portway.messages import Request
+from portway.policies.basic_auth import DEFAULT_ITERATIONS, hash_password
 from portway.routing import (
     compile_routes,
     explain,
@@ -558,6 +560,28 @@ def certs(
         Console(width=None if sys.stdout.isatty() else 200).print(certificates_table(certificates))
     if warn_days is not None and any(c["days_left"] < warn_days for c in certificates):
         raise typer.Exit(1)
+
+
+@app.command("hash-password")
+def hash_password_command(
+    stdin: Annotated[
+        bool,
+        typer.Option("--stdin", help="Read the password from the first line of standard input."),
+    ] = False,
+    iterations: Annotated[
+        int, typer.Option(min=1000, help="PBKDF2 rounds: each check costs the gateway this much.")
+    ] = DEFAULT_ITERATIONS,
+) -> None:
+    """Print a `password_hash` line for a `basic_auth` user (pbkdf2_sha256, Django's format)."""
+    # The default rounds cost about 50 ms per check on one core; the gateway remembers good
+    # credentials, so that is paid once per client and credential, not per request.
+    if stdin:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        _fail("portway hash-password: the password is empty")
+    typer.echo(hash_password(password, iterations))
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from portway.config.model import Config
 from portway.deadlines import Sweeper
+from portway.policies import PolicyChain, PolicySet, build_policies
 from portway.proxy.service import Service
 from portway.routing import RouteTable, compile_routes
 
@@ -24,6 +25,9 @@ class Snapshot:
     routes: RouteTable[Service]
     services: dict[str, Service]
     generation: int
+    policies: PolicySet
+    # The policy chain of each route, by the route's index in the config (None: no policies).
+    chains: tuple[PolicyChain | None, ...]
 
     def smallest_timeouts(self) -> list[float]:
         timeouts = []
@@ -54,11 +58,20 @@ def assemble(
             services[name] = Service(name, service_config, loop, sweeper)
     routes = compile_routes(config.routes, services, merge_slashes=config.server.merge_slashes)
     generation = previous.generation + 1 if previous is not None else 1
-    return Snapshot(config=config, routes=routes, services=services, generation=generation)
+    policies = build_policies(config, previous.policies if previous is not None else None, loop)
+    return Snapshot(
+        config=config,
+        routes=routes,
+        services=services,
+        generation=generation,
+        policies=policies,
+        chains=policies.chains,
+    )
 
 
 def retire_replaced(previous: Snapshot, current: Snapshot) -> None:
-    """Retire the services of ``previous`` that ``current`` does not use any more."""
+    """Retire the services and policies of ``previous`` that ``current`` does not use any more."""
+    previous.policies.retire_replaced(current.policies)
     live = {id(s) for s in current.services.values()}
     for service in previous.services.values():
         if id(service) not in live:

@@ -260,6 +260,7 @@ class Gateway:
         services = list(ctx.snapshot.services.values())
         for service in services:
             service.retire()
+        ctx.snapshot.policies.close()
         # A TLS upstream connection closes with a close_notify exchange that needs the loop for a
         # few more turns; stopping the loop under it would leave its transport half closed.
         closing_deadline = self.loop.time() + 1.0

@@ -7,7 +7,20 @@ route that matches on host and path alone costs no header dict.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs
+
+
+@dataclass(slots=True)
+class LocalAnswer:
+    """A response the gateway gives itself instead of sending the request on (a redirect, an
+    ACME challenge, a refused client certificate, a policy's 401 or 429)."""
+
+    status: int
+    detail: str
+    cause: bytes | None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes | None = None  # None: the standard text body naming status and detail
 
 
 class Request:
@@ -16,6 +29,7 @@ class Request:
     ``host`` is lower-case without port; ``path`` is the normalized path (what the backend receives);
     ``query`` is the raw query string without ``?``; ``headers`` are the raw header lines in order.
     ``response_headers`` collects headers a stage wants added to the response (e.g. a sticky cookie).
+    ``consumer`` is who an authentication policy found the client to be ("" until then).
     """
 
     __slots__ = (
@@ -23,6 +37,7 @@ class Request:
         "_header_map",
         "_query_params",
         "client_ip",
+        "consumer",
         "headers",
         "host",
         "method",
@@ -49,6 +64,7 @@ class Request:
         self.headers = headers if headers is not None else []
         self.client_ip = client_ip
         self.request_id = request_id
+        self.consumer = ""
         self.response_headers: list[tuple[bytes, bytes]] = []
         self._header_map: dict[str, str] | None = None
         self._cookies: dict[str, str] | None = None

@@ -76,6 +76,7 @@ def test_health_ready_config_routes_services_and_openapi() -> None:
                 "/routes",
                 "/services",
                 "/certificates",
+                "/ratelimits",
                 "/stats",
                 "/metrics",
                 "/openapi.json",

@@ -547,7 +547,14 @@ def test_demo_prints_its_address_and_a_curl_line_per_feature(
 ) -> None:
     running, lines = demo
     assert f"Portway demo: gateway on http://127.0.0.1:{running.port}" in running.stdout
-    assert sorted(lines) == ["/anything", "/nowhere", "/orders", "/payments", "/users/42"]
+    assert sorted(lines) == [
+        "/account",
+        "/anything",
+        "/nowhere",
+        "/orders",
+        "/payments",
+        "/users/42",
+    ]
     assert all(line.port == running.port for line in lines.values())
     for service in ("users", "payments", "orders"):
         assert any(re.match(rf"  service {service} +instances 127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+$", s)
@@ -627,6 +634,19 @@ def test_demo_nowhere_line_is_a_404_with_a_request_id(
     assert response.body.decode() == (
         f"404 Not Found: no route matches this host and path\nrequest id: {request_id}\n"
     )
+
+
+def test_demo_account_line_needs_its_key_and_is_rate_limited(
+    demo: tuple[Demo, dict[str, CurlLine]],
+) -> None:
+    line = demo[1]["/account"]
+    answers = [send(line) for _ in range(6)]
+    assert [a.status for a in answers] == [200] * 5 + [429]
+    assert echo_of(answers[0])["headers"]["x-portway-consumer"] == "demo-user"
+    assert answers[0].header("ratelimit-policy") == '"demo-quota";q=5;w=10'
+    assert answers[5].header("portway-error") == "rate_limited"
+    keyless = request(line.port, "GET", "/account")
+    assert keyless.status == 401 and keyless.header("portway-error") == "missing_credentials"
 
 
 def test_a_second_demo_on_the_same_port_fails_readably(

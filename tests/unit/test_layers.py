@@ -42,7 +42,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("acme",),  # ACME account, orders and renewals (certbot's acme library); the ACME process
     ("health",),  # active health checks: probes, the shared board, the prober; set Endpoint.healthy
     ("upstream",),  # pools and connections to instances, forwarding headers
-    ("proxy",),  # Service and Exchange: pick, connect, relay
+    ("proxy", "policies"),  # Service and Exchange: pick, connect, relay | auth, rate limits
     ("dataplane",),  # Config -> Snapshot
     ("server",),  # the client-side protocol and the worker's shared context
     ("admin",),  # the admin API: reads workers' reports and the boards; served by a gateway or

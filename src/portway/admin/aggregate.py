@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from portway.admin.rate_limits import merge as merge_rate_limits
 from portway.observability.stats import DURATION_BUCKETS
 
 COUNTERS = (
@@ -25,6 +26,7 @@ COUNTERS = (
     "retries",
     "overflows",
     "errors",
+    "policy_rejections",
     "tls_handshakes",
     "certificate_reloads",
     "passthrough_connections",
@@ -51,6 +53,9 @@ class Totals:
     retries: dict[tuple[str, ...], int] = field(default_factory=dict)
     overflows: dict[tuple[str, ...], int] = field(default_factory=dict)
     errors: dict[tuple[str, ...], int] = field(default_factory=dict)
+    policy_rejections: dict[tuple[str, ...], int] = field(default_factory=dict)
+    # Rate-limit policies' live state merged over the live workers (admin.rate_limits.merge).
+    rate_limits: dict[str, dict[str, Any]] = field(default_factory=dict)
     tls_handshakes: dict[tuple[str, ...], int] = field(default_factory=dict)
     certificate_reloads: dict[tuple[str, ...], int] = field(default_factory=dict)
     passthrough_connections: dict[tuple[str, ...], int] = field(default_factory=dict)
@@ -88,6 +93,7 @@ class Totals:
         if not self.reload_events:  # a gateway alone in its process: its own events
             self.reload_events = list(report.get("reload_events", ()))
         self._add_certificates(report.get("certificates", ()))
+        merge_rate_limits(self.rate_limits, report.get("rate_limits", {}))
         for service, address, healthy, ejected, active in report.get("instances", ()):
             instance = self.instances.setdefault((service, address), InstanceTotals())
             instance.healthy = instance.healthy and bool(healthy)
@@ -195,10 +201,7 @@ def _as_report(totals: Totals) -> dict[str, Any]:
     """``totals``' counters in the report format, so departed counts add like a worker's."""
     return {
         "buckets": list(totals.buckets),
-        **{
-            name: [[*k, v] for k, v in getattr(totals, name).items()]
-            for name in COUNTERS
-        },
+        **{name: [[*k, v] for k, v in getattr(totals, name).items()] for name in COUNTERS},
         "duration": [[*k, c, s] for k, (c, s) in totals.duration.items()],
         "upstream_duration": [[*k, c, s] for k, (c, s) in totals.upstream_duration.items()],
         "connections_total": totals.connections_total,

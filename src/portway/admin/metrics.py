@@ -90,6 +90,33 @@ LOCAL_ERRORS = MetricSpec(
     "Error responses the gateway wrote itself, by cause (the portway-error header).",
     ("cause",),
 )
+POLICY_REJECTIONS = MetricSpec(
+    "portway_policy_rejections_total",
+    "counter",
+    "Requests a policy refused (401 authentication, 429 rate limit), by route, policy, kind and "
+    "reason: missing_credentials, invalid_credentials, expired_credentials, rate_limited or "
+    "policy_unavailable.",
+    ("route", "policy", "kind", "reason"),
+)
+RATE_LIMIT_KEYS = MetricSpec(
+    "portway_rate_limit_keys",
+    "gauge",
+    "Keys (clients, consumers, header values) a rate-limit policy tracks, summed over workers.",
+    ("policy",),
+)
+RATE_LIMIT_STORE_UP = MetricSpec(
+    "portway_rate_limit_store_up",
+    "gauge",
+    "1 if every worker's last sync of a `store: redis` rate limit with Redis succeeded, else 0 "
+    "(the limit then counts locally).",
+    ("policy",),
+)
+RATE_LIMIT_STORE_ERRORS = MetricSpec(
+    "portway_rate_limit_store_errors_total",
+    "counter",
+    "Failed syncs of a `store: redis` rate limit with Redis, summed over live workers.",
+    ("policy",),
+)
 INSTANCE_HEALTHY = MetricSpec(
     "portway_instance_healthy",
     "gauge",
@@ -288,6 +315,12 @@ def families(view: MetricsView) -> Iterator[Metric]:
     yield _counter(RETRIES, totals.retries)
     yield _counter(OVERFLOWS, totals.overflows)
     yield _counter(LOCAL_ERRORS, totals.errors)
+    yield _counter(POLICY_REJECTIONS, totals.policy_rejections)
+    limits = totals.rate_limits
+    yield _gauge(RATE_LIMIT_KEYS, {(name,): float(s["keys"]) for name, s in limits.items()})
+    shared = {name: s["redis"] for name, s in limits.items() if "redis" in s}
+    yield _gauge(RATE_LIMIT_STORE_UP, {(n,): 1.0 if r["up"] else 0.0 for n, r in shared.items()})
+    yield _counter(RATE_LIMIT_STORE_ERRORS, {(n,): r["sync_errors"] for n, r in shared.items()})
     healthy: dict[tuple[str, ...], float] = {}
     ejected: dict[tuple[str, ...], float] = {}
     active: dict[tuple[str, ...], float] = {}

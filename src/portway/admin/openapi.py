@@ -112,6 +112,65 @@ _SCHEMAS: dict[str, Any] = {
             }
         }
     ),
+    "RateLimits": _object(
+        {
+            "rate_limits": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "name": _STRING,
+                        "store": {"enum": ["local", "redis"]},
+                        "limit": _INT,
+                        "window_seconds": {"type": "number"},
+                        "key": {
+                            **_STRING,
+                            "description": "client_ip, consumer, route or header:<name>.",
+                        },
+                        "routes": _STRINGS,
+                        "workers": {**_INT, "description": "Workers reporting this policy."},
+                        "keys": {**_INT, "description": "Keys tracked, summed over workers."},
+                        "top": {
+                            "type": "array",
+                            "items": _object(
+                                {
+                                    "key": _STRING,
+                                    "used": {
+                                        "type": "number",
+                                        "description": "Sliding-window estimate: summed over "
+                                        "workers for local, the largest for redis.",
+                                    },
+                                    "remaining": {
+                                        **_INT,
+                                        "description": "What the strictest worker still admits.",
+                                    },
+                                }
+                            ),
+                        },
+                        "redis": _object(
+                            {
+                                "up": _BOOL,
+                                "sync_errors": _INT,
+                                "last_error": {"type": ["string", "null"]},
+                                "last_sync_age_seconds": {"type": ["number", "null"]},
+                            }
+                        ),
+                    },
+                    # Only `store: redis` policies have a sync state.
+                    required=[
+                        "name",
+                        "store",
+                        "limit",
+                        "window_seconds",
+                        "key",
+                        "routes",
+                        "workers",
+                        "keys",
+                        "top",
+                    ],
+                ),
+            }
+        }
+    ),
     "Certificates": _object(
         {
             "certificates": {
@@ -303,6 +362,11 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
         "/certificates": _get(
             "Every certificate the HTTPS listeners serve, soonest expiry first.",
             {"200": _json("Certificates", "The certificates")},
+        ),
+        "/ratelimits": _get(
+            "Rate-limit policies: settings, the routes applying them, keys tracked, the busiest "
+            "keys and, for `store: redis`, the state of the Redis sync.",
+            {"200": _json("RateLimits", "The rate limits")},
         ),
         "/stats": _get(
             "Cumulative counts per route and service for live views (the dashboard, `portway "

@@ -47,7 +47,11 @@ def worker_report(ctx: WorkerContext, fingerprint: str) -> dict[str, Any]:
                 ]
             )
     report["instances"] = instances
+    report["rate_limits"] = snapshot.policies.state()
     report["certificates"] = [
-        c for listener in ctx.listeners if listener.store is not None for c in listener.store.describe()
+        c
+        for listener in ctx.listeners
+        if listener.store is not None
+        for c in listener.store.describe()
     ]
     return report

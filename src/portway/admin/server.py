@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 from portway.admin.live import stats_json
 from portway.admin.metrics import render
 from portway.admin.openapi import openapi_document
+from portway.admin.rate_limits import rate_limits_json
 from portway.admin.sources import AdminState
 from portway.admin.views import (
     certificates_json,
@@ -119,6 +120,14 @@ class _Handler(BaseHTTPRequestHandler):
         seen = self.server.state.observe()
         self._send_json(HTTPStatus.OK, certificates_json(seen.config, seen.totals))
 
+    def rate_limits(self, query: dict[str, list[str]], secured: bool) -> None:
+        seen = self.server.state.observe()
+        routes: dict[str, list[str]] = {}
+        for index, route in enumerate(seen.config.routes):
+            for name in route.policies:
+                routes.setdefault(name, []).append(route.name or f"route-{index}")
+        self._send_json(HTTPStatus.OK, rate_limits_json(seen.totals.rate_limits, routes))
+
     def stats(self, query: dict[str, list[str]], secured: bool) -> None:
         seen = self.server.state.observe()
         self._send_json(HTTPStatus.OK, stats_json(seen.config, seen.totals, seen.health))
@@ -177,6 +186,7 @@ _ROUTES = {
     "/routes": _Handler.routes,
     "/services": _Handler.services,
     "/certificates": _Handler.certificates,
+    "/ratelimits": _Handler.rate_limits,
     "/stats": _Handler.stats,
     "/metrics": _Handler.metrics,
     "/openapi.json": _Handler.openapi,

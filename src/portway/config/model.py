@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from portway.config.observability import AccessLogConfig, AdminConfig, TracingConfig
+from portway.config.policies import PolicyConfig, RedisConfig
 from portway.config.resilience import (
     CircuitBreakerConfig,
     HealthCheckConfig,
@@ -252,6 +253,7 @@ class ServiceConfig(Model):
 
 # ---------------------------------------------------------------------------------------- routes
 
+
 def _compile_regex(pattern: str) -> str:
     try:
         re.compile(pattern)
@@ -347,6 +349,11 @@ class RouteConfig(Model):
     headers: list[HeaderMatch] = Field([], description="Header conditions; all must hold.")
     query: list[QueryMatch] = Field([], description="Query parameter conditions; all must hold.")
     service: str = Field(description="Name of the service in `services` that gets the requests.")
+    policies: list[str] = Field(
+        [],
+        description="Names of `policies` applied to these requests (authentication first, then "
+        "rate limits, whatever the order here).",
+    )
 
     @model_validator(mode="wrap")
     @classmethod
@@ -393,6 +400,12 @@ class Config(Model):
     )
     routes: list[RouteConfig] = Field(
         [], description="Request matching rules, each sending to one service."
+    )
+    policies: dict[str, PolicyConfig] = Field(
+        {}, description="Authentication and rate limits by name, for routes to apply."
+    )
+    redis: RedisConfig | None = Field(
+        None, description="Where `store: redis` rate limits share their counts."
     )
     admin: AdminConfig = Field(AdminConfig(), description="The admin listener.")
     acme: AcmeConfig = Field(

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 
 from portway.config.model import Config, RouteConfig, ServiceConfig, ValueMatch
+from portway.config.policy_checks import check_policies
 from portway.config.reference import FieldPath
 from portway.config.tls_checks import check_tls
 
@@ -26,6 +27,7 @@ def check(config: Config) -> list[Issue]:
     for name, service in config.services.items():
         issues.extend(_check_service(name, service))
     issues.extend(_check_routes(config))
+    issues.extend(check_policies(config))
     issues.extend(check_tls(config))
     return issues
 

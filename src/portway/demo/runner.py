@@ -15,12 +15,14 @@ log = logging.getLogger("portway.demo")
 
 SERVICES = ("users", "payments", "orders")
 HOST_RULE = "payments.localhost"
+DEMO_API_KEY = "demo-key-0123456789abcdef"
 
 
 def demo_config(
     listen: str, instances: dict[str, list[str]], admin: str | None = "127.0.0.1:9901"
 ) -> Config:
-    """Routes /users, /payments, /orders; the host payments.localhost sends everything to payments."""
+    """Routes /users, /payments, /orders; the host payments.localhost sends everything to payments;
+    /account needs an API key and allows 5 requests per 10 s per consumer."""
     return Config.model_validate(
         {
             "listeners": [{"address": listen}],
@@ -33,7 +35,19 @@ def demo_config(
                     "sticky": {"cookie": "demo_orders"},
                 },
             },
+            "policies": {
+                "demo-keys": {
+                    "api_key": {"keys": [{"consumer": "demo-user", "key": DEMO_API_KEY}]}
+                },
+                "demo-quota": {"rate_limit": {"requests": 5, "per": "10s", "key": "consumer"}},
+            },
             "routes": [
+                {
+                    "name": "account",
+                    "path": "/account",
+                    "service": "users",
+                    "policies": ["demo-keys", "demo-quota"],
+                },
                 {"name": "users", "path": "/users", "service": "users"},
                 {"name": "payments", "path": "/payments", "service": "payments"},
                 {"name": "orders", "path": "/orders", "service": "orders"},
@@ -50,6 +64,7 @@ def curl_lines(base: str) -> list[str]:
         f"curl -s -c /tmp/demo-cookies -b /tmp/demo-cookies {base}/orders   # sticky: same instance",
         f"curl -s -H 'Host: {HOST_RULE}' {base}/anything   # host rule",
         f"curl -s -i {base}/nowhere   # no route: 404 with a request id",
+        f"curl -s -i -H 'x-api-key: {DEMO_API_KEY}' {base}/account   # API key, 5 per 10 s",
     ]
 
 

@@ -72,6 +72,8 @@ class Entry(NamedTuple):
     cause: str  # portway-error of a local answer, "" otherwise
     client_ip: str
     request_id: str
+    consumer: str = ""  # who an authentication policy found the client to be
+    trace_id: str = ""  # W3C trace id (32 hex digits) the request was given or continued
 
 
 # What ``AccessLog.add`` takes: an ``Entry`` or a plain tuple laid out like one.
@@ -90,6 +92,8 @@ EntryTuple = tuple[
     str,
     str,
     int,
+    str,
+    str,
     str,
     str,
     str,
@@ -257,6 +261,8 @@ def _fields(entry: EntryTuple, wall_offset: float) -> dict[str, Any]:
         "total_ms": round((end - start) * 1000, 3) if end and start else -1.0,
         "retries": entry[13],
         "cause": entry[14],
+        "consumer": entry[17],
+        "trace_id": entry[18],
         "user_agent": user_agent,
         "referer": referer,
     }
@@ -311,6 +317,11 @@ def _json(entry: EntryTuple, wall_offset: float, clock: _Clock) -> str:
             str(entry[13]),
             ',"cause":',
             quote(entry[14]),
+            ',"consumer":',
+            quote(entry[17]),
+            ',"trace_id":"',
+            entry[18],  # hex digits: nothing to escape
+            '"',
             ',"user_agent":',
             quote(user_agent),
             ',"referer":',
@@ -335,7 +346,8 @@ def _combined(entry: EntryTuple, wall_offset: float, clock: _Clock) -> str:
 def _common_line(fields: dict[str, Any]) -> str:
     size = str(fields["bytes_out"]) if fields["bytes_out"] else "-"
     return (
-        f"{fields['client_ip'] or '-'} - - [{_clf_time(fields['time'])}] "
+        f"{fields['client_ip'] or '-'} - {fields['consumer'] or '-'} "
+        f"[{_clf_time(fields['time'])}] "
         f'"{fields["method"]} {_quote(fields["path"])} HTTP/{fields["http_version"]}" '
         f"{fields['status']} {size}\n"
     )

@@ -96,6 +96,8 @@ class WorkerStats:
         self.retries: dict[str, int] = {}
         self.overflows: dict[tuple[str, str], int] = {}
         self.errors: dict[str, int] = {}  # portway-error causes of local answers
+        # Requests a policy refused, by (route, policy, kind, reason).
+        self.policy_rejections: dict[tuple[str, str, str, str], int] = {}
         self.connections_total = 0
         # TLS passthrough: connections by (listener, service, outcome), where the service is ""
         # when none was chosen and the outcome one of server.passthrough.OUTCOMES; bytes relayed
@@ -170,6 +172,10 @@ class WorkerStats:
         key = (service, limit)
         self.overflows[key] = self.overflows.get(key, 0) + 1
 
+    def policy_rejected(self, route: str, policy: str, kind: str, reason: str) -> None:
+        key = (route, policy, kind, reason)
+        self.policy_rejections[key] = self.policy_rejections.get(key, 0) + 1
+
     def handshake(self, listener: str, result: str) -> None:
         key = (listener, result)
         self.tls_handshakes[key] = self.tls_handshakes.get(key, 0) + 1
@@ -213,6 +219,7 @@ class WorkerStats:
             "retries": [[k, v] for k, v in self.retries.items()],
             "overflows": [[*k, v] for k, v in self.overflows.items()],
             "errors": [[k, v] for k, v in self.errors.items()],
+            "policy_rejections": [[*k, v] for k, v in self.policy_rejections.items()],
             "connections_total": self.connections_total,
             "passthrough_connections": [[*k, v] for k, v in self.passthrough_connections.items()],
             "passthrough_bytes": [[*k, v] for k, v in self.passthrough_bytes.items()],

@@ -88,5 +88,7 @@ def account(exchange: Exchange) -> None:
                 cause.decode("ascii") if cause is not None else "",
                 exchange.client_ip,
                 exchange.request_id,
+                exchange.consumer,
+                exchange.trace.trace_id.decode("ascii"),
             )
         )

@@ -130,6 +130,7 @@ class Exchange(Request):
         self.headers = headers
         self.client_ip = client_ip
         self.request_id = rid.decode("ascii")
+        self.consumer = ""
         self.response_headers = []
         self._header_map = None
         self._cookies = None

@@ -8,27 +8,15 @@ pay one attribute test per request.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from portway.config.tls_checks import name_covers
 from portway.errors import HttpError
-from portway.messages import Request
+from portway.messages import LocalAnswer, Request
 from portway.server.listeners import ACME_CHALLENGE_PREFIX, Listener
 from portway.tls.client_auth import TlsSession, authorize
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # base64url, RFC 8555 §8.3
 HSTS_HEADER = b"strict-transport-security"
-
-
-@dataclass(slots=True)
-class LocalAnswer:
-    """A response the gateway gives itself instead of routing."""
-
-    status: int
-    detail: str
-    cause: bytes | None
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    body: bytes | None = None  # None: the standard text body naming status and detail
 
 
 def before_routing(

@@ -25,13 +25,14 @@ from portway.errors import (
     RequestTimeout,
     UriTooLong,
 )
+from portway.messages import LocalAnswer
 from portway.observability.access_log import Entry
 from portway.proxy import responses
 from portway.proxy.client import ClientEnd
 from portway.proxy.exchange import Exchange
 from portway.routing import TraceStep, normalize_path
 from portway.server.context import WorkerContext, ip_in
-from portway.server.edge import LocalAnswer, before_routing
+from portway.server.edge import before_routing
 from portway.server.listeners import Listener
 from portway.server.request_head import (
     check_host,
@@ -416,7 +417,8 @@ class ClientConnection(ClientEnd):
                 return exchange
             extra = decision
         trace: list[TraceStep] | None = [] if fields.explain and self.may_explain else None
-        route = ctx.snapshot.routes.select(exchange, trace)
+        snapshot = ctx.snapshot
+        route = snapshot.routes.select(exchange, trace)
         if trace is not None:
             exchange.explain = _explain_header(route.name if route else None, trace)
         if route is None:
@@ -438,6 +440,20 @@ class ClientConnection(ClientEnd):
                 cause=responses.NO_ROUTE,
             )
             return exchange
+        chain = snapshot.chains[route.index]
+        if chain is not None:
+            outcome = chain.apply(exchange, self.stats)
+            if isinstance(outcome, LocalAnswer):
+                exchange.route_name = route.name  # counted and logged under its route
+                exchange.service = route.target
+                self._answer(exchange, outcome, has_body, keep_alive, method)
+                return exchange
+            extra += outcome
+            if chain.drop:
+                drop = chain.drop
+                fields.lines = [
+                    line for line in fields.lines if line.split(b":", 1)[0].lower() not in drop
+                ]
         if path is path_text and absolute_authority is None and (query or not question):
             upstream_target = url  # unchanged by normalization: the bytes as received
         elif query:

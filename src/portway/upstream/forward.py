@@ -42,6 +42,9 @@ CLIENT_CERT_HEADERS: Final = (
     b"x-client-cert-fingerprint",
 )
 REQUEST_ID_HEADER: Final = b"x-request-id"
+# Who an authentication policy found the client to be; written by the gateway only, so a client's
+# own copy is always dropped.
+CONSUMER_HEADER: Final = b"x-portway-consumer"
 # Connection values that name no other field: the common case needs no token parsing.
 PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})
 
@@ -121,6 +124,7 @@ _REQUEST_FIELD_KIND: Final = {
     b"traceparent": TRACEPARENT,
     b"tracestate": TRACESTATE,
     **dict.fromkeys(CLIENT_CERT_HEADERS, HOP),
+    CONSUMER_HEADER: HOP,
 }
 PLAIN: Final = 0  # a field forwarded as it is
 # Field name as received -> kind (PLAIN or one of the above): clients repeat their spelling, so

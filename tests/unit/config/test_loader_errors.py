@@ -23,7 +23,10 @@ def only(issues: list[ConfigIssue]) -> ConfigIssue:
 def test_unknown_top_level_key(issues_in: IssuesIn) -> None:
     issue = only(issues_in("routes: []\nbogus: 1\n"))
     assert where(issue) == (2, 1, "bogus")
-    assert issue.message == "unknown key 'bogus' (allowed: listeners, server, services, routes, admin, acme)"
+    assert issue.message == (
+        "unknown key 'bogus' "
+        "(allowed: listeners, server, services, routes, policies, redis, admin, acme)"
+    )
 
 
 def test_unknown_nested_key_suggests_the_closest_name(issues_in: IssuesIn) -> None:
@@ -363,7 +366,8 @@ def test_text_source_names_the_issue() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config_text("bogus: 1\n", source="inline.yaml")
     assert str(caught.value) == (
-        "inline.yaml:1:1: bogus: unknown key 'bogus' (allowed: listeners, server, services, routes, admin, acme)"
+        "inline.yaml:1:1: bogus: unknown key 'bogus' "
+        "(allowed: listeners, server, services, routes, policies, redis, admin, acme)"
     )
     assert only(load_failure_text("x: 1\n")).source == "<string>"
 

@@ -1,0 +1,193 @@
+"""HTTP Basic authentication (RFC 7617) against configured users with PBKDF2 password hashes.
+
+Password hashes are Django's ``pbkdf2_sha256`` format, so hashes from a Django user table can be
+used as they are, and ``portway hash-password`` writes the same thing::
+
+    pbkdf2_sha256$<iterations>$<salt>$<hash>
+
+``iterations`` is a decimal count; ``salt`` is text without ``$`` whose UTF-8 bytes are the PBKDF2
+salt as written (Django uses 22 random letters and digits; it is *not* base64-decoded); ``hash`` is
+the standard base64 (with padding) of the 32-byte ``PBKDF2-HMAC-SHA256(password, salt,
+iterations)``. Passwords are UTF-8 in Unicode NFC, the form RFC 7617 §2.1 asks clients to send with
+``charset="UTF-8"``, both when hashing and when checking.
+
+PBKDF2 is slow on purpose (about 50 ms at the default count) and policies run on the event loop, so
+every client of the worker waits while one password is checked. Two things keep that rare:
+
+* a successful check is remembered by the SHA-256 of the whole ``Authorization`` value, so a client
+  that keeps sending the same credentials pays once (bounded; forgotten when the policy is rebuilt,
+  which any change of its config does);
+* after ``MAX_FAILURES`` failed checks from one client IP within ``FAILURE_WINDOW`` seconds, that IP
+  gets 401 without any hashing until the window has passed, so one address guessing passwords
+  costs the loop at most ``MAX_FAILURES`` hashes a minute. Remembered good credentials still pass,
+  so a user sharing the address (NAT) with a guesser is not locked out.
+
+An unknown user name is checked against a dummy hash of the same cost, and the answer's text is the
+same as for a wrong password: neither timing nor text tells whether a user exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import math
+import secrets
+import string
+import time
+import unicodedata
+from collections.abc import Callable
+from typing import Final, NamedTuple
+
+from portway.config.policies import BasicAuthConfig
+from portway.messages import LocalAnswer, Request
+from portway.policies.base import INVALID, MISSING, Policy
+
+ALGORITHM: Final = "pbkdf2_sha256"
+DEFAULT_ITERATIONS: Final = 100_000  # about 50 ms per check on one core of the test machine
+MAX_CACHED: Final = 10_000  # remembered good credentials
+MAX_FAILURES: Final = 10  # failed checks per client IP ...
+FAILURE_WINDOW: Final = 60.0  # ... per this many seconds, before hashing stops for that IP
+MAX_TRACKED_IPS: Final = 10_000
+
+_MISSING: Final = MISSING.encode()
+_INVALID: Final = INVALID.encode()
+_SALT_CHARS: Final = string.ascii_letters + string.digits
+_BAD_CREDENTIALS: Final = "the user name or password is not valid"
+
+
+class PasswordHash(NamedTuple):
+    iterations: int
+    salt: bytes
+    digest: bytes
+
+
+def parse_hash(encoded: str) -> PasswordHash:
+    """The parts of a ``pbkdf2_sha256$...`` line (the config model has checked its shape)."""
+    algorithm, iterations, salt, digest = encoded.split("$")
+    if algorithm != ALGORITHM:
+        raise ValueError(f"not a {ALGORITHM} hash")
+    return PasswordHash(int(iterations), salt.encode("utf-8"), base64.b64decode(digest))
+
+
+def _derive(password: str, salt: bytes, iterations: int) -> bytes:
+    secret = unicodedata.normalize("NFC", password).encode("utf-8")
+    return hashlib.pbkdf2_hmac("sha256", secret, salt, iterations)
+
+
+def hash_password(password: str, iterations: int = DEFAULT_ITERATIONS, salt: str = "") -> str:
+    """The config line for ``password``: a fresh random salt unless one is given (for tests)."""
+    salt = salt or "".join(secrets.choice(_SALT_CHARS) for _ in range(22))
+    if "$" in salt:
+        raise ValueError("a salt cannot contain '$'")
+    digest = _derive(password, salt.encode("utf-8"), iterations)
+    return f"{ALGORITHM}${iterations}${salt}${base64.b64encode(digest).decode('ascii')}"
+
+
+def verify_password(password: str, stored: PasswordHash) -> bool:
+    derived = _derive(password, stored.salt, stored.iterations)
+    return hmac.compare_digest(derived, stored.digest)
+
+
+def _has_control(text: str) -> bool:
+    """RFC 7617 §2: user-id and password contain no CTL (U+0000-U+001F, U+007F)."""
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
+def decode_credentials(token: str) -> tuple[str, str] | None:
+    """User-id and password from the base64 token of ``Basic <token>``, None when malformed.
+
+    The user-id ends at the first colon (it cannot contain one; the password can, RFC 7617 §2)."""
+    try:
+        text = base64.b64decode(token, validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error, UnicodeDecodeError and non-ASCII input all are
+        return None
+    user, colon, password = text.partition(":")
+    if not colon or _has_control(text):
+        return None
+    return unicodedata.normalize("NFC", user), password
+
+
+class BasicAuthPolicy(Policy):
+    kind = "basic_auth"
+
+    def __init__(
+        self, name: str, config: BasicAuthConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(name)
+        self.strip = config.strip_credentials
+        self.clock = clock
+        self.users = {user.name: parse_hash(user.password_hash) for user in config.users}
+        # Unknown users cost what the dearest known user costs, and never match.
+        cost = max(stored.iterations for stored in self.users.values())
+        self.dummy = PasswordHash(cost, b"portway-unknown-user", bytes(32))
+        challenge = b'Basic realm="%s", charset="UTF-8"' % config.realm.encode("utf-8")
+        self.challenge: Final = (b"www-authenticate", challenge)
+        self.cache: dict[bytes, str] = {}  # SHA-256 of the Authorization value -> user
+        self.failures: dict[str, list[float]] = {}  # client IP -> [first failure, count]
+
+    def apply(self, request: Request) -> LocalAnswer | None:
+        value = request.header("authorization")
+        scheme, _, token = (value or "").strip(" \t").partition(" ")
+        if scheme.lower() != "basic":
+            # No credentials, or another scheme's: the client is told which one (RFC 9110 §11.6.1).
+            return self._refuse("a user name and password (Basic) are required", _MISSING)
+        assert value is not None
+        key = hashlib.sha256(value.encode("latin-1")).digest()
+        user = self.cache.get(key)
+        if user is not None:
+            request.consumer = user
+            return None
+        credentials = decode_credentials(token.strip(" \t"))
+        if credentials is None:
+            return self._refuse(
+                "malformed Basic credentials (base64 of user-id:password)", _INVALID
+            )
+        now = self.clock()
+        wait = self._throttled(request.client_ip, now)
+        if wait:
+            return self._refuse(
+                "too many failed attempts from this address; try again later",
+                _INVALID,
+                (b"retry-after", b"%d" % math.ceil(wait)),
+            )
+        name, password = credentials
+        stored = self.users.get(name)
+        if not verify_password(password, stored or self.dummy) or stored is None:
+            self._failed(request.client_ip, now)
+            return self._refuse(_BAD_CREDENTIALS, _INVALID)
+        if len(self.cache) >= MAX_CACHED:
+            del self.cache[next(iter(self.cache))]  # the oldest remembered
+        self.cache[key] = name
+        request.consumer = name
+        return None
+
+    def _refuse(self, detail: str, cause: bytes, *extra: tuple[bytes, bytes]) -> LocalAnswer:
+        return LocalAnswer(401, detail, cause, [self.challenge, *extra])
+
+    def _throttled(self, ip: str, now: float) -> float:
+        """Seconds until ``ip`` may have its passwords checked again; 0: now."""
+        entry = self.failures.get(ip)
+        if entry is None:
+            return 0.0
+        elapsed = now - entry[0]
+        if elapsed >= FAILURE_WINDOW:
+            del self.failures[ip]
+            return 0.0
+        return FAILURE_WINDOW - elapsed if entry[1] >= MAX_FAILURES else 0.0
+
+    def _failed(self, ip: str, now: float) -> None:
+        entry = self.failures.get(ip)
+        if entry is not None and now - entry[0] < FAILURE_WINDOW:
+            entry[1] += 1
+            return
+        failures = self.failures
+        if entry is None and len(failures) >= MAX_TRACKED_IPS:
+            for stale in [k for k, (first, _) in failures.items() if now - first >= FAILURE_WINDOW]:
+                del failures[stale]
+            if len(failures) >= MAX_TRACKED_IPS:
+                del failures[next(iter(failures))]
+        failures[ip] = [now, 1]
+
+    def drops(self) -> frozenset[bytes]:
+        return frozenset({b"authorization"}) if self.strip else frozenset()
