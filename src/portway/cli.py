@@ -415,7 +415,7 @@ def explain_command(
     explanation = explain(table, request)
     typer.echo(render_explanation(explanation))
     route = explanation.route
-    if route is not None:
+    if route is not None and route.target is not None:  # None: a redirect, balanced nowhere
         typer.echo(_describe_balancing(route.target, request))
 
 

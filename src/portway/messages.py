@@ -8,7 +8,10 @@ route that matches on host and path alone costs no header dict.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 from urllib.parse import parse_qs
+
+NO_OVERRIDES: Final[frozenset[bytes]] = frozenset()
 
 
 @dataclass(slots=True)
@@ -30,6 +33,8 @@ class Request:
     ``query`` is the raw query string without ``?``; ``headers`` are the raw header lines in order.
     ``response_headers`` collects headers a stage wants added to the response (e.g. a sticky cookie).
     ``consumer`` is who an authentication policy found the client to be ("" until then).
+    ``response_overrides`` names (lower-case) the upstream response fields to drop because a stage
+    owns them (a CORS policy's ``access-control-*``): its own copies then win over the upstream's.
     """
 
     __slots__ = (
@@ -45,6 +50,7 @@ class Request:
         "query",
         "request_id",
         "response_headers",
+        "response_overrides",
     )
 
     def __init__(
@@ -66,6 +72,7 @@ class Request:
         self.request_id = request_id
         self.consumer = ""
         self.response_headers: list[tuple[bytes, bytes]] = []
+        self.response_overrides = NO_OVERRIDES
         self._header_map: dict[str, str] | None = None
         self._cookies: dict[str, str] | None = None
         self._query_params: dict[str, list[str]] | None = None

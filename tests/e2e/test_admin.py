@@ -110,6 +110,7 @@ def test_health_ready_config_routes_services_and_openapi() -> None:
             "path": "/",
             "matchers": ["method in {POST}"],
             "service": "web",
+            "action": None,
         }
         text = admin_get(port, "/routes?format=text")
         assert text.headers["content-type"].startswith("text/plain")

@@ -316,3 +316,42 @@ def test_a_policy_that_cannot_be_built_closes_its_routes_only(
         assert b"gone.pem" not in closed.body  # the reason is logged, not told to clients
         assert request(g.port, "GET", "/free").status == 200
         assert rejections(g)[("jwt", "tokens", "jwt", "policy_unavailable")] == 1
+
+
+def test_ip_filter_and_rate_limits_see_the_client_behind_trusted_proxies(
+    backend: Backend, tmp_path: Path
+) -> None:
+    from tests.e2e.test_access_log_and_stats import read_lines
+
+    log = tmp_path / "access.log"
+    behind = config(
+        backend.address,
+        server={"trusted_proxies": ["127.0.0.0/8"], "access_log": {"path": str(log)}},
+    )
+    behind["policies"]["office"] = {"ip_filter": {"allow": ["198.51.100.0/24"]}}
+    behind["routes"].insert(
+        0, {"name": "office", "path": "/office", "service": "api", "policies": ["office", "per-ip"]}
+    )
+    with GatewayThread(behind) as g:
+
+        def via(client: str, path: str = "/office") -> int:
+            return request(g.port, "GET", path, headers={"x-forwarded-for": client}).status
+
+        assert via("198.51.100.7") == 200
+        # A client's own claim left of it is not believed: the proxy saw 203.0.113.9.
+        assert via("198.51.100.7, 203.0.113.9") == 403
+        assert request(g.port, "GET", "/office").status == 403  # 127.0.0.1 itself
+        # per-ip (5 per minute) counts each client behind the proxy on its own.
+        assert [via("198.51.100.8") for _ in range(6)] == [200] * 5 + [429]
+        assert via("198.51.100.9") == 200
+        lines = read_lines(log, 10)
+        assert rejections(g)[("office", "office", "ip_filter", "address_refused")] == 2
+    logged = [json.loads(line)["client_ip"] for line in lines]
+    assert logged[:3] == ["198.51.100.7", "203.0.113.9", "127.0.0.1"]
+    # Not trusted: the header is only the client's say-so.
+    with GatewayThread(config(backend.address)) as g:
+        statuses = [
+            request(g.port, "GET", "/open", headers={"x-forwarded-for": f"198.51.100.{i}"}).status
+            for i in range(6)
+        ]
+    assert statuses == [200] * 5 + [429]

@@ -106,17 +106,22 @@ def test_two_workers_share_one_quota_and_survive_a_redis_outage() -> None:
         assert (state["store"], state["workers"], state["routes"]) == ("redis", 2, ["route-0"])
         assert state["top"][0]["key"] == "127.0.0.1"
         assert state["top"][0]["used"] >= LIMIT - 1 and state["top"][0]["remaining"] <= 1
-        text = admin_get(gw.admin_port, "/metrics").text
-        assert metric_value(text, "portway_rate_limit_store_up", policy="shared") == 1.0
-        limited = metric_value(
-            text,
-            "portway_policy_rejections_total",
-            route="route-0",
-            policy="shared",
-            kind="rate_limit",
-            reason="rate_limited",
-        )
-        assert limited == 60 - admitted
+
+        def limited_count() -> float | None:
+            # Each worker publishes its counts about once a second: wait for the last ones.
+            text = admin_get(gw.admin_port, "/metrics").text
+            assert metric_value(text, "portway_rate_limit_store_up", policy="shared") == 1.0
+            count = metric_value(
+                text,
+                "portway_policy_rejections_total",
+                route="route-0",
+                policy="shared",
+                kind="rate_limit",
+                reason="rate_limited",
+            )
+            return count if count == 60 - admitted else None
+
+        assert wait_until(limited_count), admin_get(gw.admin_port, "/metrics").text
 
         redis.stop()
         slowest = 0.0

@@ -94,8 +94,8 @@ POLICY_REJECTIONS = MetricSpec(
     "portway_policy_rejections_total",
     "counter",
     "Requests a policy refused (401 authentication, 429 rate limit), by route, policy, kind and "
-    "reason: missing_credentials, invalid_credentials, expired_credentials, rate_limited or "
-    "policy_unavailable.",
+    "reason: missing_credentials, invalid_credentials, expired_credentials, rate_limited, "
+    "address_refused or policy_unavailable.",
     ("route", "policy", "kind", "reason"),
 )
 RATE_LIMIT_KEYS = MetricSpec(

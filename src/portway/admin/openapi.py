@@ -62,7 +62,11 @@ _SCHEMAS: dict[str, Any] = {
             "path_type": {"enum": ["exact", "prefix", "regex"]},
             "path": _STRING,
             "matchers": {**_STRINGS, "description": "Methods, headers and query rules."},
-            "service": _STRING,
+            "service": {"type": ["string", "null"], "description": "null: a redirect route."},
+            "action": {
+                "type": ["string", "null"],
+                "description": "The route's rewrite or redirect, if it has one.",
+            },
         }
     ),
     "Routes": _object(

@@ -57,7 +57,8 @@ def _route(route: CompiledRoute[ServiceName]) -> dict[str, Any]:
         "path_type": route.path_type,
         "path": route.path,
         "matchers": [m.describe() for m in route.matchers],
-        "service": route.target.name,
+        "service": route.target.name if route.target is not None else None,
+        "action": route.action.describe() if route.action is not None else None,
     }
 
 

@@ -33,6 +33,7 @@ from portway.config.resilience import (
     OutlierDetectionConfig,
     RetryConfig,
 )
+from portway.config.rewrites import RedirectConfig, RewriteConfig
 from portway.config.tls import (
     AcmeConfig,
     HttpsRedirectConfig,
@@ -348,12 +349,31 @@ class RouteConfig(Model):
     )
     headers: list[HeaderMatch] = Field([], description="Header conditions; all must hold.")
     query: list[QueryMatch] = Field([], description="Query parameter conditions; all must hold.")
-    service: str = Field(description="Name of the service in `services` that gets the requests.")
+    service: str | None = Field(
+        None,
+        description="Name of the service in `services` that gets the requests (none only with "
+        "`redirect`).",
+    )
     policies: list[str] = Field(
         [],
-        description="Names of `policies` applied to these requests (authentication first, then "
-        "rate limits, whatever the order here).",
+        description="Names of `policies` applied to these requests, run in phase order whatever "
+        "the order here: address filters, CORS, authentication, rate limits.",
     )
+    rewrite: RewriteConfig | None = Field(
+        None, description="Change the path or Host sent upstream (after the policies pass)."
+    )
+    redirect: RedirectConfig | None = Field(
+        None, description="Answer with a redirect instead of forwarding (no service then)."
+    )
+
+    @model_validator(mode="after")
+    def _service_or_redirect(self) -> Self:
+        # A redirect answers without a service (a missing one is reported by the wrap validator).
+        if self.service is not None and self.redirect is not None:
+            raise ValueError("set exactly one of service or redirect")
+        if self.redirect is not None and self.rewrite is not None:
+            raise ValueError("a redirect route forwards nothing: rewrite does not apply")
+        return self
 
     @model_validator(mode="wrap")
     @classmethod
@@ -361,16 +381,22 @@ class RouteConfig(Model):
         # A wrap validator (not "after") so that the path is checked even when another field of
         # the route is invalid, and so that the problem is reported at ``path``, not the route.
         problem = _path_problem(data)
-        if problem is None:
+        # A service is required unless the route redirects: reported with the other errors too.
+        missing = isinstance(data, dict) and data.get("service") is data.get("redirect") is None
+        if problem is None and not missing:
             return handler(data)
-        assert isinstance(data, dict)  # _path_problem only finds problems in a mapping
-        errors = [
-            InitErrorDetails(
-                type=PydanticCustomError("value_error", problem),
-                loc=("path",),
-                input=data.get("path"),
+        assert isinstance(data, dict)  # both are only found in a mapping
+        errors: list[InitErrorDetails] = []
+        if missing:
+            errors.append(InitErrorDetails(type="missing", loc=("service",), input=data))
+        if problem is not None:
+            errors.append(
+                InitErrorDetails(
+                    type=PydanticCustomError("value_error", problem),
+                    loc=("path",),
+                    input=data.get("path"),
+                )
             )
-        ]
         try:
             handler(data)
         except ValidationError as exc:
@@ -402,7 +428,7 @@ class Config(Model):
         [], description="Request matching rules, each sending to one service."
     )
     policies: dict[str, PolicyConfig] = Field(
-        {}, description="Authentication and rate limits by name, for routes to apply."
+        {}, description="Address filters, CORS, authentication and rate limits by name, for routes."
     )
     redis: RedisConfig | None = Field(
         None, description="Where `store: redis` rate limits share their counts."

@@ -1,7 +1,7 @@
 """Policies as declared: named checks that routes apply between routing and the service.
 
-A policy is defined once under ``policies:`` with exactly one kind (``api_key``, ``basic_auth``,
-``jwt``, ``rate_limit``) and listed by name in a route's ``policies``. The order they run in is
+A policy is defined once under ``policies:`` with exactly one kind (``KINDS``; the ``cors``
+model lives in ``config.cors``) and listed by name in a route's ``policies``. The order they run in is
 fixed by kind (``policies.registry``), not by the order a route lists them: authentication first,
 so that a rate limit can count per consumer and an anonymous flood spends nobody's quota.
 """
@@ -14,7 +14,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from portway.config.types import Duration, FilePath
+from portway.config.cors import CorsConfig
+from portway.config.types import Cidr, Duration, FilePath
 
 
 class _Model(BaseModel):
@@ -232,9 +233,29 @@ class RateLimitConfig(_Model):
         return self
 
 
+class IpFilterConfig(_Model):
+    """Which client addresses may use the route: `deny` wins over `allow`; with an `allow` list,
+    only the addresses in it. The client address is the one `server.trusted_proxies` reveal."""
+
+    allow: list[Cidr] = Field([], description="Networks allowed; empty: every address not denied.")
+    deny: list[Cidr] = Field([], description="Networks refused with 403.")
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not self.allow and not self.deny:
+            raise ValueError("set allow, deny or both")
+        return self
+
+
+# The kinds a policy may have, each a field of PolicyConfig below.
+KINDS = ("ip_filter", "cors", "api_key", "basic_auth", "jwt", "rate_limit")
+
+
 class PolicyConfig(_Model):
     """One named policy: exactly one of its kinds."""
 
+    ip_filter: IpFilterConfig | None = Field(None, description="Client address allow/deny lists.")
+    cors: CorsConfig | None = Field(None, description="Cross-origin requests from browsers.")
     api_key: ApiKeyConfig | None = Field(None, description="API keys.")
     basic_auth: BasicAuthConfig | None = Field(None, description="HTTP Basic authentication.")
     jwt: JwtConfig | None = Field(None, description="Bearer JSON Web Tokens.")
@@ -243,15 +264,15 @@ class PolicyConfig(_Model):
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
         if sum(kind is not None for kind in self.kinds()) != 1:
-            raise ValueError("set exactly one of api_key, basic_auth, jwt or rate_limit")
+            raise ValueError(f"set exactly one of {', '.join(KINDS)}")
         return self
 
     def kinds(self) -> tuple[object | None, ...]:
-        return (self.api_key, self.basic_auth, self.jwt, self.rate_limit)
+        return tuple(getattr(self, name) for name in KINDS)
 
     @property
     def kind(self) -> str:
-        for name in ("api_key", "basic_auth", "jwt", "rate_limit"):
+        for name in KINDS:
             if getattr(self, name) is not None:
                 return name
         raise AssertionError("validated to have exactly one kind")

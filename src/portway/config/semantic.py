@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from portway.config.model import Config, RouteConfig, ServiceConfig, ValueMatch
 from portway.config.policy_checks import check_policies
 from portway.config.reference import FieldPath
+from portway.config.rewrite_checks import check_rewrites
 from portway.config.tls_checks import check_tls
 
 Issue = tuple[FieldPath, str]
@@ -28,6 +29,7 @@ def check(config: Config) -> list[Issue]:
         issues.extend(_check_service(name, service))
     issues.extend(_check_routes(config))
     issues.extend(check_policies(config))
+    issues.extend(check_rewrites(config))
     issues.extend(check_tls(config))
     return issues
 
@@ -101,7 +103,7 @@ def _check_route_services(config: Config) -> list[Issue]:
     defined = ", ".join(config.services)
     known = f"defined: {defined}" if defined else "no services are defined"
     for index, route in enumerate(config.routes):
-        if route.service not in config.services:
+        if route.service is not None and route.service not in config.services:
             message = f"unknown service '{route.service}' ({known})"
             issues.append((("routes", index, "service"), message))
     return issues

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -135,3 +136,24 @@ Address = Annotated[str, BeforeValidator(_address)]
 Cidr = Annotated[str, BeforeValidator(_cidr)]
 HostPattern = Annotated[str, AfterValidator(validate_host_pattern)]
 FilePath = Annotated[str, BeforeValidator(_file_path)]
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """Validated CIDR strings (``Cidr`` fields) as networks to test addresses against."""
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def ip_in(ip: str, nets: tuple[IPNetwork, ...]) -> bool:
+    """Whether address ``ip`` (a zone suffix ignored, IPv4-mapped IPv6 as IPv4) is in ``nets``."""
+    if not nets or not ip:
+        return False
+    try:
+        address = ipaddress.ip_address(ip.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in n for n in nets)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portway.config.types import parse_duration
+from portway.kubernetes import rewrites
 from portway.kubernetes.issues import ManifestIssue, Severity, issue_at
 from portway.kubernetes.objects import Ingress
 
@@ -37,7 +38,8 @@ NGINX_SUPPORTED = frozenset(
         "load-balance", "upstream-hash-by", "affinity", "affinity-mode", "session-cookie-name",
         "session-cookie-max-age", "session-cookie-expires", "session-cookie-path",
         "session-cookie-secure", "proxy-connect-timeout", "proxy-read-timeout", "backend-protocol",
-        "ssl-redirect", "force-ssl-redirect", "use-regex",
+        "ssl-redirect", "force-ssl-redirect", "use-regex", "rewrite-target", "app-root",
+        "permanent-redirect", "permanent-redirect-code", "temporal-redirect",
     }
 )  # fmt: skip
 PORTWAY_SUPPORTED = frozenset(
@@ -62,6 +64,9 @@ class Policy:
     ssl_redirect: bool = True  # TLS hosts redirect HTTP to HTTPS
     force_ssl_redirect: bool = False  # every host of the Ingress redirects, TLS section or not
     ca_secret: str | None = None  # a Secret (same namespace) whose ca.crt verifies the backends
+    rewrite_target: str | None = None  # rewrite-target as a native replacement (``\\1``)
+    redirect: dict[str, Any] | None = None  # every path answers this (RedirectConfig fields)
+    app_root: str | None = None  # "/" of each host of the Ingress redirects here (302)
 
     @property
     def key(self) -> str:
@@ -157,6 +162,7 @@ def read_policy(ingress: Ingress) -> tuple[Policy, list[ManifestIssue]]:
         ssl_redirect=reader.boolean("ssl-redirect", True),
         force_ssl_redirect=reader.boolean("force-ssl-redirect", False),
         ca_secret=ca_secret,
+        **rewrites.read_rewrites(reader.ingress.meta.annotations, reader.report),
     )
     return policy, reader.issues
 

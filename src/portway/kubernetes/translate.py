@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from portway.config import semantic
 from portway.config.model import Config, ListenerConfig, RouteConfig, ServiceConfig
 from portway.config.observability import AdminConfig
+from portway.config.rewrites import RedirectConfig
 from portway.config.tls import CertificateConfig, HttpsRedirectConfig, ListenerTlsConfig
 from portway.config.types import parse_host_port
 from portway.errors import ConfigError, ConfigIssue
@@ -46,6 +47,7 @@ from portway.kubernetes.files import SecretFiles
 from portway.kubernetes.issues import ManifestIssue, Severity, Source, issue_at
 from portway.kubernetes.objects import Backend, Ingress, ObjectKey, Objects, key_of
 from portway.kubernetes.resolve import Resolver
+from portway.kubernetes.rewrites import NGINX, action_problem, route_action
 from portway.pki import MaterialError, load_ca_bundle
 
 _NATIVE_TYPE = {"Exact": "exact", "Prefix": "prefix", "ImplementationSpecific": "regex"}
@@ -173,6 +175,13 @@ class _Build:
                 elif _PERCENT.search(path.path):
                     self.report(ingress, at, "invalid percent-encoding", "error")
                     ok = False
+                if ok and policy.rewrite_target is not None and policy.redirect is None:
+                    action = route_action(policy.rewrite_target, None,
+                                          _NATIVE_TYPE[path.path_type], path.path)  # fmt: skip
+                    problem = action_problem(action)
+                    if problem is not None:
+                        self.report(ingress, at, problem, "error")
+                        ok = False
         if ok and policy.service:
             ok = self.vet_service(ingress, policy)
         if not ok:
@@ -263,12 +272,33 @@ class _Build:
                                 "(older, or first): this path is not served", "warning")  # fmt: skip
                     continue
                 self.claimed[key] = f"Ingress {ref} {at}"
-                service = self.service_for(ingress.meta.namespace, path.backend, policy, ingress,
-                                           f"{at}.backend")  # fmt: skip
+                action = route_action(policy.rewrite_target, policy.redirect, path_type, text)
+                service = None if policy.redirect is not None else self.service_for(
+                    ingress.meta.namespace, path.backend, policy, ingress, f"{at}.backend")  # fmt: skip
                 order = (1, -len(text), rank, i, j) if path_type == "regex" else (0, rank, i, j)
                 route = RouteConfig(name=f"{ref}/{i}/{j}", hosts=[rule.host] if rule.host else [],
-                                    path=text, path_type=path_type, service=service)  # fmt: skip
+                                    path=text, path_type=path_type, service=service,
+                                    **action)  # fmt: skip
                 self.routes.append((route, ingress, at, order))
+        if policy.app_root is not None:
+            self.add_app_root(rank, ingress, policy.app_root)
+
+    def add_app_root(self, rank: int, ingress: Ingress, app_root: str) -> None:
+        """``/`` of each host of the Ingress answers 302 to the app root (ingress-nginx app-root)."""
+        at = f"metadata.annotations[{NGINX}app-root]"
+        hosts = list(dict.fromkeys(rule.host or "" for rule in ingress.rules)) or [""]
+        for host in hosts:
+            key = (host, "exact", "/")
+            if key in self.claimed:
+                self.report(ingress, at, f"/ of {host or 'every host'} is taken by "
+                            f"{self.claimed[key]}: not redirected", "warning")  # fmt: skip
+                continue
+            self.claimed[key] = f"Ingress {ingress.meta.ref} app-root"
+            suffix = f"/{host}" if len(hosts) > 1 else ""
+            route = RouteConfig(name=f"{ingress.meta.ref}/app-root{suffix}",
+                                hosts=[host] if host else [], path="/", path_type="exact",
+                                redirect=RedirectConfig(to=app_root.replace("$", "$$"), status=302))  # fmt: skip
+            self.routes.append((route, ingress, at, (0, rank, -1, 0)))
 
     def add_default_backends(self, served: list[tuple[Ingress, Policy]]) -> None:
         catch_all = ("", "prefix", "/")

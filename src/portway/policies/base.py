@@ -18,7 +18,9 @@ INVALID = "invalid_credentials"
 EXPIRED = "expired_credentials"
 RATE_LIMITED = "rate_limited"
 UNAVAILABLE = "policy_unavailable"
-REASONS = (MISSING, INVALID, EXPIRED, RATE_LIMITED, UNAVAILABLE)
+ADDRESS_REFUSED = "address_refused"
+CORS_REFUSED = "cors_refused"  # a preflight for an origin, method or header not allowed
+REASONS = (MISSING, INVALID, EXPIRED, RATE_LIMITED, UNAVAILABLE, ADDRESS_REFUSED, CORS_REFUSED)
 
 
 class Rejections(Protocol):
@@ -39,8 +41,9 @@ class Policy(ABC):
     @abstractmethod
     def apply(self, request: Request) -> LocalAnswer | None:
         """None: the request may go on (perhaps with ``request.consumer`` set or response headers
-        queued on ``request.response_headers``); else the answer it gets instead, whose ``cause``
-        names the reason (one of ``REASONS``)."""
+        queued on ``request.response_headers``); else the answer it gets instead: a refusal
+        (status 400 or more, counted) whose ``cause`` names the reason (one of ``REASONS``), or an
+        answer the policy gives for the service (a CORS preflight's 204, not counted)."""
 
     def drops(self) -> frozenset[bytes]:
         """Request header names (lower-case) not to forward upstream, e.g. a credential."""

@@ -34,13 +34,19 @@ class PolicyChain:
         self.drop = frozenset().union(*(p.drops() for p in self.policies))
 
     def apply(self, request: Request, stats: Rejections) -> LocalAnswer | bytes:
-        """The answer of the first policy that refuses the request, counted in ``stats``; else the
-        header lines the upstream gets (the authenticated consumer, if any)."""
+        """The answer of the first policy that answers the request, counted in ``stats`` when it
+        is a refusal (a CORS preflight's 204 is not); else the header lines the upstream gets (the
+        authenticated consumer, if any)."""
         for policy in self.policies:
             answer = policy.apply(request)
             if answer is not None:
-                reason = answer.cause.decode("ascii") if answer.cause else "refused"
-                stats.policy_rejected(self.route, policy.name, policy.kind, reason)
+                if request.response_headers:
+                    # What earlier stages queued for the response (CORS, HSTS) goes on the refusal
+                    # too: a browser reads a 401 or 429 only with its CORS headers.
+                    answer.headers = [*request.response_headers, *answer.headers]
+                if answer.status >= 400:
+                    reason = answer.cause.decode("ascii") if answer.cause else "refused"
+                    stats.policy_rejected(self.route, policy.name, policy.kind, reason)
                 return answer
         consumer = request.consumer
         if consumer:

@@ -15,6 +15,8 @@ from portway.config.policies import PolicyConfig, RedisConfig
 from portway.policies.api_key import ApiKeyPolicy
 from portway.policies.base import Policy
 from portway.policies.basic_auth import BasicAuthPolicy
+from portway.policies.cors import CorsPolicy
+from portway.policies.ip_filter import IpFilterPolicy
 from portway.policies.jwt_auth import JwtPolicy
 from portway.policies.rate_limit import RateLimitPolicy
 
@@ -33,6 +35,16 @@ class Phase:
     order: int
     factory: Factory
     why: str
+
+
+def _ip_filter(name: str, config: PolicyConfig, context: BuildContext) -> Policy:
+    assert config.ip_filter is not None
+    return IpFilterPolicy(name, config.ip_filter)
+
+
+def _cors(name: str, config: PolicyConfig, context: BuildContext) -> Policy:
+    assert config.cors is not None
+    return CorsPolicy(name, config.cors)
 
 
 def _api_key(name: str, config: PolicyConfig, context: BuildContext) -> Policy:
@@ -55,12 +67,25 @@ def _rate_limit(name: str, config: PolicyConfig, context: BuildContext) -> Polic
     return RateLimitPolicy(name, config.rate_limit, context.loop, context.redis)
 
 
+ADDRESS = 1
+CORS = 5
 AUTHENTICATION = 10
 RATE_LIMITING = 20
+_ADDRESS_FIRST = (
+    "first: the cheapest refusal, and an address that may not use the route gets nothing else "
+    "(no preflight answer, no password check, no quota)"
+)
+_BEFORE_AUTH = (
+    "before authentication: a preflight carries no credentials (Fetch §4.8), so it is answered "
+    "before anything asks for them, and a later refusal (401, 429) carries the CORS headers "
+    "queued here, without which a browser hides it from the page"
+)
 _WHO_FIRST = "authentication first: who the client is decides everything after it"
 _AFTER_AUTH = "after authentication: it may count per consumer; refused requests spend no quota"
 
 PHASES: dict[str, Phase] = {
+    "ip_filter": Phase(ADDRESS, _ip_filter, _ADDRESS_FIRST),
+    "cors": Phase(CORS, _cors, _BEFORE_AUTH),
     "api_key": Phase(AUTHENTICATION, _api_key, _WHO_FIRST),
     "basic_auth": Phase(AUTHENTICATION, _basic_auth, _WHO_FIRST),
     "jwt": Phase(AUTHENTICATION, _jwt, _WHO_FIRST),

@@ -26,7 +26,7 @@ import time
 from typing import Final
 
 from portway.balancing import Endpoint
-from portway.messages import Request
+from portway.messages import NO_OVERRIDES, Request
 from portway.observability.trace_context import Propagator, TraceContext
 from portway.proxy import response_head, responses
 from portway.proxy.accounting import account
@@ -132,6 +132,7 @@ class Exchange(Request):
         self.request_id = rid.decode("ascii")
         self.consumer = ""
         self.response_headers = []
+        self.response_overrides = NO_OVERRIDES
         self._header_map = None
         self._cookies = None
         self._query_params = None
@@ -536,6 +537,7 @@ class Exchange(Request):
             head_request=self.head_request,
             http10=self.http10,
             close=not self.request_done or not self.keep_alive or self.client.draining,
+            overrides=self.response_overrides,
         )
         self.framing = framing
         self.close_after = framing.close

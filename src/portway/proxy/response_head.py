@@ -111,10 +111,15 @@ def build_into(
     head_request: bool,
     http10: bool,
     close: bool,
+    overrides: frozenset[bytes] = frozenset(),
 ) -> Framing:
     """Append the serialized head to ``out`` (pieces, to be joined) and say how the body must be
     framed. ``added`` are fields a stage asked for (a sticky cookie, HSTS), ``explain`` the value
-    of ``x-portway-explain`` when one was asked for."""
+    of ``x-portway-explain`` when one was asked for. ``overrides``: lower-case names of upstream
+    fields dropped because a stage's own copy in ``added`` wins (empty, and free, unless a route
+    has a CORS policy)."""
+    if overrides:
+        headers = [field for field in headers if field[0].lower() not in overrides]
     start = len(out)
     out.append(_status_line(status, reason))
     received = _PLAIN  # _LENGTH or _TRANSFER_ENCODING: the framing the upstream used

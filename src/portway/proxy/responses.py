@@ -38,10 +38,14 @@ def local_response(
     body: bytes | None = None,
 ) -> bytes:
     """A complete HTTP/1.1 response: status, a one-line reason and the request id in a text body
-    (or ``body``, whose content-type is then among ``extra_headers``)."""
+    (or ``body``, whose content-type is then among ``extra_headers``). A 204 has neither a body
+    nor a Content-Length (RFC 9110 §15.3.5, §8.6)."""
     phrase = reason_phrase(status)
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, phrase)]
-    if body is None:
+    no_content = status == 204
+    if no_content:
+        body = b""
+    elif body is None:
         body = b"%d %s: %s\nrequest id: %s\n" % (
             status,
             phrase,
@@ -49,11 +53,10 @@ def local_response(
             request_id,
         )
         lines.append(b"content-type: text/plain; charset=utf-8\r\n")
-    lines += [
-        b"x-content-type-options: nosniff\r\n",
-        b"content-length: %d\r\n" % len(body),
-        b"x-request-id: %s\r\n" % request_id,
-    ]
+    lines.append(b"x-content-type-options: nosniff\r\n")
+    if not no_content:
+        lines.append(b"content-length: %d\r\n" % len(body))
+    lines.append(b"x-request-id: %s\r\n" % request_id)
     if cause is not None:
         lines.append(b"portway-error: %s\r\n" % cause)
     for name, value in extra_headers or ():

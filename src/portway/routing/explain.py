@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from portway.messages import Request
+from portway.routing.rewrite import Redirect, Rewrite
 from portway.routing.table import (
     CompiledRoute,
     HostTable,
@@ -24,17 +25,38 @@ class Explanation(Generic[T]):
     request: str  # "GET host/path?query"
     route: CompiledRoute[T] | None  # None: no route, the proxy answers 404
     steps: tuple[TraceStep, ...]
+    request_object: Request | None = None  # for what a rewrite or redirect makes of it
 
 
 def explain(table: RouteTable[T], request: Request) -> Explanation[T]:
     steps: list[TraceStep] = []
     route = table.select(request, steps)
     query = f"?{request.query}" if request.query else ""
-    return Explanation(f"{request.method} {request.host}{request.path}{query}", route, tuple(steps))
+    line = f"{request.method} {request.host}{request.path}{query}"
+    return Explanation(line, route, tuple(steps), request)
 
 
 def target_name(target: object) -> str:
+    if target is None:
+        return "(answers itself)"  # a redirect route has no service
     return str(getattr(target, "name", str(target)))
+
+
+def _action_lines(route: CompiledRoute[Any], request: Request | None) -> list[str]:
+    """What a route's rewrite or redirect makes of this request."""
+    action = route.action
+    if request is None:
+        return [f"  {action.describe()}"] if action is not None else []
+    if isinstance(action, Redirect):
+        location = action.location(request.host, request.path, request.query)
+        return [f"  {action.describe()}", f"  answers {action.status}, location: {location}"]
+    if isinstance(action, Rewrite):
+        try:
+            sent = action.target(request.path, request.query).decode("ascii")
+        except ValueError as exc:
+            sent = f"(invalid, answers 500: {exc})"
+        return [f"  {action.describe()}", f"  sent upstream as: {sent}"]
+    return []
 
 
 def render_explanation(explanation: Explanation[Any]) -> str:
@@ -49,6 +71,7 @@ def render_explanation(explanation: Explanation[Any]) -> str:
         for step in explanation.steps:
             if step.outcome == "matched":
                 lines.append(f"  because {step.reason}")
+        lines.extend(_action_lines(route, explanation.request_object))
     tried = [step for step in explanation.steps if step.outcome == "lost"]
     if tried:
         lines.append("tried and lost:")
@@ -96,5 +119,7 @@ def _render_group(group: tuple[CompiledRoute[Any], ...]) -> list[str]:
         line = f"    {route.path}  -> {target_name(route.target)}  [{route.name}]"
         if route.matchers:
             line += f"  if {route.describe_matchers()}"
+        if route.action is not None:
+            line += f"  ({route.action.describe()})"
         lines.append(line)
     return lines

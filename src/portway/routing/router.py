@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 from portway.config.model import RouteConfig
 from portway.routing.matchers import build_matchers
 from portway.routing.normalize import normalize_path
+from portway.routing.rewrite import Redirect, Rewrite, RouteAction
 from portway.routing.table import (
     ANY_HOST_LABEL,
     CompiledRoute,
@@ -74,7 +75,7 @@ def _compile_route(
     diagnostics: list[str],
 ) -> CompiledRoute[T] | None:
     name = config.name or f"route-{index}"
-    if config.service not in targets:
+    if config.service is not None and config.service not in targets:
         diagnostics.append(
             f"route {name} (routes[{index}]) skipped: service {config.service!r} is not defined"
         )
@@ -91,6 +92,11 @@ def _compile_route(
         except ValueError as exc:
             diagnostics.append(f"route {name} (routes[{index}]) skipped: path {path!r}: {exc}")
             return None
+    try:
+        action = _compile_action(config, prefix_key(path), merge_slashes)
+    except ValueError as exc:
+        diagnostics.append(f"route {name} (routes[{index}]) skipped: rewrite: {exc}")
+        return None
     return CompiledRoute(
         name=name,
         index=index,
@@ -98,9 +104,19 @@ def _compile_route(
         path=path,
         path_type=config.path_type,
         matchers=build_matchers(config),
-        target=targets[config.service],
+        target=targets[config.service] if config.service is not None else None,
         pattern=pattern,
+        action=action,
     )
+
+
+def _compile_action(config: RouteConfig, key: str, merge_slashes: bool) -> RouteAction | None:
+    """The route's rewrite or redirect, built once here so that requests compile nothing."""
+    if config.redirect is not None:
+        return Redirect(config.redirect, key)
+    if config.rewrite is not None:
+        return Rewrite(config.rewrite, key, merge_slashes)
+    return None
 
 
 class _HostTableBuilder(Generic[T]):

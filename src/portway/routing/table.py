@@ -34,6 +34,7 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar
 from portway.config.model import PathType
 from portway.messages import Request
 from portway.routing.matchers import Matcher
+from portway.routing.rewrite import RouteAction
 
 try:
     from mypy_extensions import mypyc_attr
@@ -70,8 +71,9 @@ class CompiledRoute(Generic[T]):
     path: str  # normalized for exact and prefix; the pattern for regex
     path_type: PathType
     matchers: tuple[Matcher, ...]
-    target: T
+    target: T | None  # None: a redirect route, which answers itself
     pattern: re.Pattern[str] | None = None  # the compiled path of a regex route
+    action: RouteAction | None = None  # the rewrite or redirect of the few routes with one
 
     def path_matches(self, path: str) -> bool:
         """This route's path rule alone, route by route: for explaining, never for routing."""

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from portway.config.model import ServerConfig
+from portway.config.types import networks
 from portway.dataplane import Snapshot
 from portway.deadlines import Sweeper
 from portway.observability.access_log import AccessLog
@@ -17,25 +16,6 @@ from portway.observability.trace_context import Propagator
 if TYPE_CHECKING:
     from portway.observability.tracing import Tracing
     from portway.server.listeners import Listener
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
-
-
-def ip_in(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
-    if not networks or not ip:
-        return False
-    try:
-        address = ipaddress.ip_address(ip.partition("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in n for n in networks)
-
 
 class WorkerContext:
     """Shared by the connections of one worker. ``snapshot`` is swapped whole on reload."""
@@ -58,8 +38,8 @@ class WorkerContext:
         self.header_timeout = timeouts.header
         self.keepalive_timeout = timeouts.keepalive
         self.body_timeout = timeouts.body
-        self.trusted_proxies = _networks(server.trusted_proxies)
-        self.explain_from = _networks(server.explain_from)
+        self.trusted_proxies = networks(server.trusted_proxies)
+        self.explain_from = networks(server.explain_from)
         self.merge_slashes = server.merge_slashes
         self.connections: set[asyncio.Protocol] = set()
         self.listeners: list[Listener] = []  # filled by the gateway as it starts them

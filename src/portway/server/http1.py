@@ -17,6 +17,7 @@ from typing import Final
 
 import httptools
 
+from portway.config.types import ip_in
 from portway.errors import (
     BadRequest,
     HeadersTooLarge,
@@ -31,7 +32,8 @@ from portway.proxy import responses
 from portway.proxy.client import ClientEnd
 from portway.proxy.exchange import Exchange
 from portway.routing import TraceStep, normalize_path
-from portway.server.context import WorkerContext, ip_in
+from portway.routing.rewrite import Redirect
+from portway.server.context import WorkerContext
 from portway.server.edge import before_routing
 from portway.server.listeners import Listener
 from portway.server.request_head import (
@@ -49,6 +51,7 @@ from portway.upstream.forward import (
     ClientInfo,
     RequestFields,
     new_request_id,
+    original_client,
     valid_request_id,
 )
 
@@ -61,6 +64,7 @@ _HEAD_SLACK: Final = 1024
 _ROUTING_HOSTS_LIMIT: Final = 4096
 _routing_hosts: Final[dict[bytes, str]] = {}
 _request_id_ok: Final = valid_request_id
+REWRITE_FAILED: Final = b"rewrite_failed"
 
 
 class ClientConnection(ClientEnd):
@@ -387,6 +391,9 @@ class ClientConnection(ClientEnd):
             except ValueError as exc:
                 raise BadRequest(f"invalid path: {exc}") from None
         keep_alive = parser.should_keep_alive()
+        client_ip = self.client_ip
+        if fields.xff is not None and self.info.trusted:
+            client_ip = original_client(fields.xff, client_ip, ctx.trusted_proxies)
         exchange = Exchange(
             self,
             method,
@@ -394,7 +401,7 @@ class ClientConnection(ClientEnd):
             path,
             query,
             headers,
-            self.client_ip,
+            client_ip,
             rid,
             ctx.propagator.start(fields.traceparent, fields.tracestate),
             keep_alive=keep_alive,
@@ -440,6 +447,13 @@ class ClientConnection(ClientEnd):
                 cause=responses.NO_ROUTE,
             )
             return exchange
+        action = route.action  # None for every route without a rewrite or redirect
+        if action is not None and isinstance(action, Redirect):
+            # Answered before the policies: a redirect forwards nothing they would guard.
+            exchange.route_name = route.name  # counted and logged under its route
+            self._answer(exchange, action.answer(authority.decode("latin-1"), path, query),
+                         has_body, keep_alive, method)  # fmt: skip
+            return exchange
         chain = snapshot.chains[route.index]
         if chain is not None:
             outcome = chain.apply(exchange, self.stats)
@@ -460,13 +474,25 @@ class ClientConnection(ClientEnd):
             upstream_target = (path + "?" + query).encode("ascii")
         else:
             upstream_target = path.encode("ascii")
+        sent_authority = authority
+        if action is not None:  # a rewrite: after the policies, which judged the client's request
+            try:
+                upstream_target = action.target(path, query)
+            except ValueError as exc:
+                exchange.route_name = route.name
+                exchange.service = route.target
+                failed = LocalAnswer(500, f"rewritten path is invalid: {exc}", REWRITE_FAILED)
+                self._answer(exchange, failed, has_body, keep_alive, method)
+                return exchange
+            if action.host is not None:
+                sent_authority = action.host
         chunked = transfer_encoding is not None
         exchange.request_chunked = chunked
         exchange.route_to(
-            route.target,
+            route.target,  # type: ignore[arg-type]  # None only on redirect routes, answered above
             route.name,
             upstream_target,
-            authority,
+            sent_authority,
             fields.upstream_lines(self.info, authority, rid, chunked, extra),
         )
         return exchange

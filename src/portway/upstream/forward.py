@@ -7,9 +7,11 @@ only from trusted proxies; from anyone else they are replaced, so a client canno
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Final
 
+from portway.config.types import IPNetwork, ip_in
 from portway.observability.trace_context import random_hex
 
 HOP_BY_HOP: Final = frozenset(
@@ -63,6 +65,28 @@ def accept_request_id(value: bytes | None) -> bytes:
     if value is not None and _REQUEST_ID_OK.match(value):
         return value
     return new_request_id()
+
+
+def original_client(xff: bytes, peer: str, trusted: tuple[IPNetwork, ...]) -> str:
+    """The client behind trusted proxies: the rightmost X-Forwarded-For address that is not a
+    trusted proxy itself (nginx's ``real_ip_recursive``). Addresses left of it were written by
+    the client or hops nobody vouches for, so they are never believed. A malformed entry ends
+    the walk at the last address a trusted hop gave."""
+    client = peer
+    for part in reversed(xff.split(b",")):
+        candidate = part.strip().decode("latin-1")
+        if candidate.startswith("[") and "]" in candidate:  # "[v6]" or "[v6]:port"
+            candidate = candidate[1 : candidate.index("]")]
+        elif candidate.count(":") == 1:  # "v4:port"
+            candidate = candidate.partition(":")[0]
+        try:
+            ipaddress.ip_address(candidate)
+        except ValueError:
+            return client
+        client = candidate
+        if not ip_in(candidate, trusted):
+            return client
+    return client
 
 
 def connection_tokens(values: list[bytes]) -> frozenset[bytes]:

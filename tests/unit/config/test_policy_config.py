@@ -62,7 +62,7 @@ policies:
 """
     )
     messages = {i.field: i.message for i in issues}
-    assert "set exactly one of api_key, basic_auth, jwt or rate_limit" in messages["policies.both"]
+    assert "set exactly one of ip_filter, " in messages["policies.both"]
     assert "set exactly one of" in messages["policies.neither"]
 
 

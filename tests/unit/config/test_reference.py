@@ -83,7 +83,8 @@ def row(reference: str, key: str) -> list[str]:
         ("services.<name>.sticky.http_only", "boolean", "`true`"),
         ("services.<name>.instances[].weight", "integer, 1 to 10000", "`1`"),
         ("routes[].path_type", "one of `exact`, `prefix`, `regex`", "`prefix`"),
-        ("routes[].service", "string", "required"),
+        ("routes[].service", "string", "`none`"),  # required unless the route redirects
+        ("routes[].redirect.to", "string", "required"),
         ("routes[].headers[].present", "boolean", "`none`"),
     ],
 )

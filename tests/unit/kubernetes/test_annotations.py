@@ -112,7 +112,8 @@ def test_snippet_annotations_refuse_the_ingress(tmp_path: Path, snippet: str) ->
     [
         (P + "read-timout", "5s", "warning", "unknown Portway annotation (did you mean "
                                              "portway.io/read-timeout?)"),
-        (N + "rewrite-target", "/", "warning", "not supported yet: the Ingress serves without it"),
+        (N + "x-forwarded-prefix", "/x", "warning", "not supported yet: the Ingress serves "
+                                                      "without it"),
         (N + "upstream-hash-by", "$request_uri", "warning", "not supported yet"),
         (N + "affinity-mode", "persistent", "warning", "not supported yet"),
         (N + "load-balance", "least_conn", "error", "unknown algorithm 'least_conn'"),
