@@ -51,6 +51,10 @@ def test_the_dashboard_shows_the_traffic_sent_and_instance_health(tmp_path: Path
             "unhealthy_threshold": 1,
             "healthy_threshold": 1,
         }
+        cfg["policies"] = {"tight": {"rate_limit": {"requests": 1, "per": "1m"}}}
+        cfg["routes"].insert(
+            0, {"name": "tight", "path": "/tight", "service": "web", "policies": ["tight"]}
+        )
         with GatewayThread(cfg, admin=True) as g, chromium(tmp_path / "profile") as driver:
             statuses: list[int] = []
 
@@ -63,6 +67,8 @@ def test_the_dashboard_shows_the_traffic_sent_and_instance_health(tmp_path: Path
                 assert request(g.port, "GET", "/", host="other").status == 200
             for _ in range(SITE_ERRORS):
                 assert request(g.port, "GET", "/status/500", host="other").status == 500
+            tight = [request(g.port, "GET", "/tight", host="other").status for _ in range(3)]
+            assert tight == [200, 429, 429]
 
             driver.get(f"http://127.0.0.1:{g.admin_port}/dashboard#token={TOKEN}&interval=0.3")
             sender = threading.Thread(target=send_api_traffic)
@@ -95,6 +101,9 @@ def test_the_dashboard_shows_the_traffic_sent_and_instance_health(tmp_path: Path
             assert wait_until(lambda: text(driver, web_health) == "healthy")
             api_health = f'tr[data-instance="api/{api.address}"] td[data-field="health"]'
             assert text(driver, api_health) == "unchecked"
+            refused = 'tr[data-rejection="tight/tight/rate_limited"] td[data-field="{}"]'
+            assert text(driver, refused.format("count")) == "2"
+            assert text(driver, refused.format("kind")) == "rate_limit"
             assert text(driver, "#workers") == "1"
             assert text(driver, "#reloads-success") == "0"
             lines = driver.execute_script(

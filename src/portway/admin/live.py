@@ -132,6 +132,10 @@ def stats_json(
         "routes": routes,
         "services": services,
         "errors": dict(sorted(((k[0], v) for k, v in totals.errors.items() if k), key=_first)),
+        "policy_rejections": [
+            {"route": route, "policy": policy, "kind": kind, "reason": reason, "count": count}
+            for (route, policy, kind, reason), count in sorted(totals.policy_rejections.items())
+        ],
         "reloads": {
             "success": totals.reloads_ok,
             "failure": totals.reloads_failed,

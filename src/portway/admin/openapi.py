@@ -282,6 +282,19 @@ _SCHEMAS: dict[str, Any] = {
                 "additionalProperties": _INT,
                 "description": "Error answers the gateway wrote itself, by `portway-error` cause.",
             },
+            "policy_rejections": {
+                "type": "array",
+                "description": "Requests policies refused, by route, policy, kind and reason.",
+                "items": _object(
+                    {
+                        "route": _STRING,
+                        "policy": _STRING,
+                        "kind": _STRING,
+                        "reason": _STRING,
+                        "count": _INT,
+                    }
+                ),
+            },
             "reloads": _object(
                 {
                     "success": _INT,

@@ -42,6 +42,7 @@ class RateLimitPolicy(Policy):
             str(window_seconds).encode("ascii"),
         )
         self.emit = config.response_headers
+        self.quoted = name.encode("ascii")  # policy names are checked to be plain ASCII
         if config.store == "redis":
             assert redis is not None  # the config checks refuse a redis store without it
             from portway.policies.redis_window import RedisWindow
@@ -69,7 +70,7 @@ class RateLimitPolicy(Policy):
                 request.response_headers += [
                     (b"ratelimit-policy", self.policy_header),
                     (b"ratelimit", b'"%s";r=%d;t=%d' % (
-                        self.name.encode("ascii"), verdict.remaining, verdict.reset
+                        self.quoted, verdict.remaining, verdict.reset
                     )),
                 ]  # fmt: skip
             return None
@@ -77,7 +78,7 @@ class RateLimitPolicy(Policy):
         if self.emit:
             headers += [
                 (b"ratelimit-policy", self.policy_header),
-                (b"ratelimit", b'"%s";r=0;t=%d' % (self.name.encode("ascii"), verdict.retry_after)),
+                (b"ratelimit", b'"%s";r=0;t=%d' % (self.quoted, verdict.retry_after)),
             ]
         return LocalAnswer(
             429,

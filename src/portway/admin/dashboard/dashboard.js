@@ -243,6 +243,16 @@ function render(stats, live) {
     cell(tr, String(count), "count", "num");
     return tr;
   });
+  fill("policy-rejections", stats.policy_rejections, 5, (row) => {
+    const tr = document.createElement("tr");
+    tr.dataset.rejection = `${row.route}/${row.policy}/${row.reason}`;
+    cell(tr, row.route, "route");
+    cell(tr, row.policy, "policy");
+    cell(tr, row.kind, "kind");
+    cell(tr, row.reason, "reason");
+    cell(tr, String(row.count), "count", "num");
+    return tr;
+  });
   const text = (id, value) => {
     document.getElementById(id).textContent = value;
   };
