@@ -210,3 +210,45 @@ def test_issues_of_the_last_build_are_metrics(tmp_path: Path, backends: dict[str
         write_atomically(folder / "shop.yaml", shop())  # fixed: the error is gone
         assert wait_until(lambda: 'severity="error"' not in metrics()), metrics()
         assert answered_by(gateway, "shop.example.com", "/") == "shop"
+
+
+def test_access_annotations_are_enforced_by_the_gateway(
+    tmp_path: Path, backends: dict[str, Backend]
+) -> None:
+    """ingress-nginx's whitelist-source-range, limit-rpm and enable-cors, served: an address
+    outside the allowlist gets 403 ``address_refused``, the third request of a minute 429 (one
+    worker: a local limit counts per worker), a preflight 204 from the gateway itself."""
+    nginx = "nginx.ingress.kubernetes.io/"
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    write_atomically(folder / "services.yaml", *services(backends))
+    write_atomically(
+        folder / "ingresses.yaml",
+        ingress("closed", rule("closed.example.com", path("/", "shop", port="http")),
+                annotations={nginx + "whitelist-source-range": "10.0.0.0/8, 192.168.0.0/16"}),
+        ingress("limited", rule("limited.example.com", path("/", "api", port="http")),
+                annotations={nginx + "limit-rpm": "2"}),
+        ingress("browsers", rule("cors.example.com", path("/", "blog", port="http")),
+                annotations={nginx + "enable-cors": "true",
+                             nginx + "cors-allow-origin": "https://app.example.com"}),
+    )  # fmt: skip
+    listen = f"127.0.0.1:{free_port()}"
+    with run_portway_manifests(folder, workers=1, extra_args=["--listen", listen]) as gateway:
+        refused = request(gateway.port, "GET", "/", host="closed.example.com")
+        assert refused.status == 403
+        assert refused.header("portway-error") == "address_refused"
+        assert backends["shop"].requests == []
+
+        answers = [request(gateway.port, "GET", f"/{i}", host="limited.example.com")
+                   for i in range(3)]  # fmt: skip
+        assert [a.status for a in answers] == [200, 200, 429]
+        assert answers[2].header("portway-error") == "rate_limited"
+        assert answers[2].header("retry-after") is not None
+
+        preflight = request(gateway.port, "OPTIONS", "/items", host="cors.example.com", headers={
+            "origin": "https://app.example.com", "access-control-request-method": "PUT"})  # fmt: skip
+        assert preflight.status == 204
+        assert preflight.header("access-control-allow-origin") == "https://app.example.com"
+        assert preflight.header("access-control-allow-credentials") == "true"
+        assert preflight.header("access-control-max-age") == "1728000"
+        assert answered_by(gateway, "cors.example.com", "/") == "blog"

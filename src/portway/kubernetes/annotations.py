@@ -6,7 +6,9 @@ ingress-nginx's meaning where a native feature does the same thing, so that Ingr
 unchanged; where both set one thing the ``portway.io/`` one wins. The outcome of each annotation:
 
 * mapped: it changes the services this Ingress's backends get (each Ingress with policy
-  annotations gets services of its own, so two Ingresses may treat one Service differently);
+  annotations gets services of its own, so two Ingresses may treat one Service differently), its
+  routes (``rewrites``) or the route policies of its routes (``policies``: allowlists, rate
+  limits, CORS);
 * not supported yet (warning): the Ingress serves without it;
 * refused (error): the Ingress is not served, because serving it without the annotation would be
   wrong: a snippet (raw nginx configuration: the CVE-2021-25742 / CVE-2025-1974 class of hole that
@@ -23,8 +25,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from portway.config.policies import PolicyConfig
 from portway.config.types import parse_duration
-from portway.kubernetes import rewrites
+from portway.kubernetes import policies, rewrites
 from portway.kubernetes.issues import ManifestIssue, Severity, issue_at
 from portway.kubernetes.objects import Ingress
 
@@ -41,7 +44,7 @@ NGINX_SUPPORTED = frozenset(
         "ssl-redirect", "force-ssl-redirect", "use-regex", "rewrite-target", "app-root",
         "permanent-redirect", "permanent-redirect-code", "temporal-redirect",
     }
-)  # fmt: skip
+) | policies.NGINX_KEYS  # fmt: skip
 PORTWAY_SUPPORTED = frozenset(
     {
         "load-balance", "hash-on", "affinity", "session-cookie-name", "session-cookie-max-age",
@@ -67,6 +70,8 @@ class Policy:
     rewrite_target: str | None = None  # rewrite-target as a native replacement (``\\1``)
     redirect: dict[str, Any] | None = None  # every path answers this (RedirectConfig fields)
     app_root: str | None = None  # "/" of each host of the Ingress redirects here (302)
+    # Route policies (address filter, rate limits, CORS) by name, for every route of the Ingress
+    policies: dict[str, PolicyConfig] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -144,6 +149,7 @@ def nginx_time(value: str) -> float:
 def read_policy(ingress: Ingress) -> tuple[Policy, list[ManifestIssue]]:
     """The Ingress's policy and every problem with its annotations (see the module docstring)."""
     reader = _Annotations(ingress)
+    annotations = ingress.meta.annotations
     _classify(reader)
     service: dict[str, Any] = {}
     _balancing(reader, service)
@@ -162,9 +168,16 @@ def read_policy(ingress: Ingress) -> tuple[Policy, list[ManifestIssue]]:
         ssl_redirect=reader.boolean("ssl-redirect", True),
         force_ssl_redirect=reader.boolean("force-ssl-redirect", False),
         ca_secret=ca_secret,
-        **rewrites.read_rewrites(reader.ingress.meta.annotations, reader.report),
+        **rewrites.read_rewrites(annotations, reader.report),
+        **policies.read_policies(annotations, _policy_prefix(ingress), reader.report),
     )
     return policy, reader.issues
+
+
+def _policy_prefix(ingress: Ingress) -> str:
+    """``ingress.<namespace>.<name>``: Kubernetes names are lower-case DNS names and namespaces
+    have no dot, so the policy names are valid native names and unique per Ingress."""
+    return f"ingress.{ingress.meta.namespace}.{ingress.meta.name}"
 
 
 def _classify(reader: _Annotations) -> None:
@@ -177,8 +190,11 @@ def _classify(reader: _Annotations) -> None:
                     "snippet annotations are refused: they inject raw proxy configuration, the "
                     "hole behind CVE-2021-25742 and CVE-2025-1974 in ingress-nginx",
                 )
+            elif name in policies.REFUSED:
+                reader.report(key, policies.REFUSED[name])
             elif name not in NGINX_SUPPORTED:
-                reader.report(key, "not supported yet: the Ingress serves without it", "warning")
+                generic = "not supported yet: the Ingress serves without it"
+                reader.report(key, policies.NOT_YET.get(name, generic), "warning")
             elif name == "affinity-mode" and value.strip() != "balanced":
                 reader.report(key, f"affinity-mode {value!r} is not supported yet", "warning")
         elif key.startswith(PORTWAY) and key[len(PORTWAY) :] not in PORTWAY_SUPPORTED:

@@ -134,6 +134,7 @@ class Controller:
             objects=count,
             routes=len(config.routes),
             services=len(config.services),
+            policies=len(config.policies),
             generation=self.generation,
             kept=tuple(sorted(set(kept))),
         )

@@ -88,6 +88,7 @@ class Report:
     objects: int = 0
     routes: int = 0
     services: int = 0
+    policies: int = 0
     generation: int = 0
     # "Kind namespace/name" (or "file PATH") serving its last valid version instead of the current
     kept: tuple[str, ...] = field(default=())
@@ -114,8 +115,9 @@ class Report:
         }
 
     def summary(self) -> str:
+        policies = f", {self.policies} policies" if self.policies else ""
         return (
-            f"{self.objects} objects: {self.routes} routes, {self.services} services; "
+            f"{self.objects} objects: {self.routes} routes, {self.services} services{policies}; "
             f"{len(self.errors)} errors, {len(self.warnings)} warnings"
         )
 

@@ -14,6 +14,7 @@ Pure but for writing TLS material (``SecretFiles``). The steps:
    ImplementationSpecific -> an anchored regex on the normalized path, tried after exact paths
    and before prefixes, longest pattern first as ingress-nginx orders regex locations. Two paths
    with the same host, type and path conflict: the older Ingress's wins, the other is reported.
+   Each route forwarding to a backend lists the Ingress's policies (``kubernetes.policies``).
 4. Default backends: an Ingress's ``defaultBackend`` answers its hosts' unmatched paths (a Prefix
    ``/`` for each host that has none); the catch-all for every host goes to the oldest Ingress
    with a ``defaultBackend``, else to the controller-wide default (``--default-backend``).
@@ -36,6 +37,7 @@ from pydantic import ValidationError
 from portway.config import semantic
 from portway.config.model import Config, ListenerConfig, RouteConfig, ServiceConfig
 from portway.config.observability import AdminConfig
+from portway.config.policies import PolicyConfig
 from portway.config.rewrites import RedirectConfig
 from portway.config.tls import CertificateConfig, HttpsRedirectConfig, ListenerTlsConfig
 from portway.config.types import parse_host_port
@@ -123,6 +125,8 @@ class _Build:
         self.rejected: set[ObjectKey] = set(refused)
         self.services: dict[str, ServiceConfig] = {}
         self.service_origin: dict[str, Ingress] = {}
+        self.policies: dict[str, PolicyConfig] = {}  # the served Ingresses' route policies
+        self.policy_origin: dict[str, Ingress] = {}
         self.routes: list[tuple[RouteConfig, Ingress | None, str, tuple[int, ...]]] = []
         self.claimed: dict[tuple[str, str, str], str] = {}
         self.tls_origins: list[tuple[ObjectKey, str]] = []
@@ -153,6 +157,7 @@ class _Build:
             listeners=listeners,
             services=self.services,
             routes=[route for route, *_ in ordered],
+            policies=self.policies,
             admin=self.options.admin,
         )
 
@@ -276,12 +281,20 @@ class _Build:
                 service = None if policy.redirect is not None else self.service_for(
                     ingress.meta.namespace, path.backend, policy, ingress, f"{at}.backend")  # fmt: skip
                 order = (1, -len(text), rank, i, j) if path_type == "regex" else (0, rank, i, j)
+                names = self.use_policies(ingress, policy) if service is not None else []
                 route = RouteConfig(name=f"{ref}/{i}/{j}", hosts=[rule.host] if rule.host else [],
                                     path=text, path_type=path_type, service=service,
-                                    **action)  # fmt: skip
+                                    policies=names, **action)  # fmt: skip
                 self.routes.append((route, ingress, at, order))
         if policy.app_root is not None:
             self.add_app_root(rank, ingress, policy.app_root)
+
+    def use_policies(self, ingress: Ingress, policy: Policy) -> list[str]:
+        """The names of the Ingress's route policies, now part of the config. Redirect routes get
+        none: the redirect is answered first, as nginx's ``return`` runs before ``allow``."""
+        self.policies.update(policy.policies)
+        self.policy_origin.update(dict.fromkeys(policy.policies, ingress))
+        return list(policy.policies)
 
     def add_app_root(self, rank: int, ingress: Ingress, app_root: str) -> None:
         """``/`` of each host of the Ingress answers 302 to the app root (ingress-nginx app-root)."""
@@ -325,7 +338,8 @@ class _Build:
                 name = self.service_for(ingress.meta.namespace, backend, policy, ingress,
                                         "spec.defaultBackend")  # fmt: skip
                 route = RouteConfig(name=f"{ingress.meta.ref}/default-backend{suffix}",
-                                    hosts=[host] if host else [], path="/", service=name)  # fmt: skip
+                                    hosts=[host] if host else [], path="/", service=name,
+                                    policies=self.use_policies(ingress, policy))  # fmt: skip
                 self.routes.append((route, ingress, "spec.defaultBackend", (2, 0)))
         if self.options.default_backend is not None and catch_all not in self.claimed:
             namespace, backend = parse_default_backend(self.options.default_backend)
@@ -354,8 +368,9 @@ class _Build:
         if len(path) >= 2 and path[0] == "routes" and isinstance(path[1], int):
             _, ingress, at, _ = sorted(self.routes, key=lambda r: r[3])[path[1]]
             return (key_of(ingress), at, ingress.source) if ingress is not None else None
-        if len(path) >= 2 and path[0] == "services" and path[1] in self.service_origin:
-            ingress = self.service_origin[str(path[1])]
+        origins = {"services": self.service_origin, "policies": self.policy_origin}
+        if len(path) >= 2 and path[1] in origins.get(str(path[0]), {}):
+            ingress = origins[str(path[0])][str(path[1])]
             return key_of(ingress), "metadata.annotations", ingress.source
         if len(path) >= 5 and path[0] == "listeners" and path[2:4] == ("tls", "certificates"):
             position = int(path[4]) - 1  # the fallback certificate comes first
