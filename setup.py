@@ -52,6 +52,7 @@ COMPILED = [
     "src/portway/proxy/service.py",
     "src/portway/proxy/client.py",
     "src/portway/proxy/exchange.py",
+    "src/portway/proxy/upgrade.py",  # subclasses Exchange: compiled with it, or not at all
     "src/portway/server/http1.py",
 ]
 # mypyc type-checks what it compiles. Its own settings rather than pyproject's [tool.mypy]: that

@@ -288,19 +288,18 @@ def test_connect_is_405_with_allow(gateway: GatewayThread, backend: Backend) -> 
     assert "CONNECT" not in allow.upper()
 
 
-def test_websocket_upgrade_is_501_and_not_forwarded(
-    gateway: GatewayThread, backend: Backend
-) -> None:
-    """RFC 9110 §7.8 and §15.6.2: WebSocket upgrades (RFC 6455 §4.1) are documented as not yet
-    supported and answered 501. That must be the one and only answer to the request: it is not
-    forwarded upstream as well (RFC 9112 §9.3: one response per request)."""
+def test_h2c_upgrade_is_501_and_not_forwarded(gateway: GatewayThread, backend: Backend) -> None:
+    """RFC 9110 §7.8 and §15.6.2: only WebSocket upgrades (RFC 6455 §4.1) are tunnelled
+    (tests/e2e/test_websocket.py); an h2c upgrade (RFC 7540 §3.2) is answered 501. That must be
+    the one and only answer to the request: it is not forwarded upstream as well (RFC 9112 §9.3:
+    one response per request)."""
     raw = (
-        b"GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        b"GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
     )
     responses = parse_responses(send_raw(gateway.port, raw, timeout=3.0))
     assert [r.status for r in responses] == [501], [(r.status, r.body[:80]) for r in responses]
-    assert_error(responses[0], 501, "upgrades (WebSocket) are not supported")
+    assert_error(responses[0], 501, "only WebSocket upgrades are supported")
     assert backend.requests == []
 
 

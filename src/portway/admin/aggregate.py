@@ -31,6 +31,7 @@ COUNTERS = (
     "certificate_reloads",
     "passthrough_connections",
     "passthrough_bytes",
+    "tunnels",
 )
 HistogramData = tuple[list[int], float]  # per-bucket counts (the last is +Inf), sum of seconds
 
@@ -60,11 +61,13 @@ class Totals:
     certificate_reloads: dict[tuple[str, ...], int] = field(default_factory=dict)
     passthrough_connections: dict[tuple[str, ...], int] = field(default_factory=dict)
     passthrough_bytes: dict[tuple[str, ...], int] = field(default_factory=dict)
+    tunnels: dict[tuple[str, ...], int] = field(default_factory=dict)  # WebSocket, by outcome
     # Every worker serves the same certificates: the first live report's list stands for all,
     # except that a reload error any worker reports is shown.
     certificates: list[dict[str, Any]] = field(default_factory=list)
     connections_total: int = 0
     connections_open: int = 0
+    tunnels_open: int = 0
     reloads_ok: int = 0
     reloads_failed: int = 0
     last_reload_ok: float = 0.0
@@ -90,6 +93,7 @@ class Totals:
             return
         self.workers += 1
         self.connections_open += int(report.get("connections_open", 0))
+        self.tunnels_open += int(report.get("tunnels_open", 0))
         if not self.reload_events:  # a gateway alone in its process: its own events
             self.reload_events = list(report.get("reload_events", ()))
         self._add_certificates(report.get("certificates", ()))

@@ -187,6 +187,18 @@ PASSTHROUGH_BYTES = MetricSpec(
     "Bytes relayed by TLS passthrough, by service and direction (in: from clients, out: to them).",
     ("service", "direction"),
 )
+TUNNELS = MetricSpec(
+    "portway_tunnels_total",
+    "counter",
+    "WebSocket handshakes the upstream answered, by route, service and outcome: how an opened "
+    "tunnel ended (closed, idle_timeout, error, draining), or refused (another status than 101).",
+    ("route", "service", "outcome"),
+)
+TUNNELS_OPEN = MetricSpec(
+    "portway_tunnels_open",
+    "gauge",
+    "WebSocket tunnels open now, all workers.",
+)
 ACME_FAILURES = MetricSpec(
     "portway_acme_consecutive_failures",
     "gauge",
@@ -247,6 +259,8 @@ ALL = (
     CERTIFICATE_RELOAD_ERROR,
     PASSTHROUGH_CONNECTIONS,
     PASSTHROUGH_BYTES,
+    TUNNELS,
+    TUNNELS_OPEN,
     ACME_FAILURES,
     ACME_LAST_SUCCESS,
     ACME_RENEW_AT,
@@ -358,6 +372,8 @@ def families(view: MetricsView) -> Iterator[Metric]:
     yield _gauge(CERTIFICATE_RELOAD_ERROR, refused)
     yield _counter(PASSTHROUGH_CONNECTIONS, totals.passthrough_connections)
     yield _counter(PASSTHROUGH_BYTES, totals.passthrough_bytes)
+    yield _counter(TUNNELS, totals.tunnels)
+    yield _gauge(TUNNELS_OPEN, {(): totals.tunnels_open})
     yield _gauge(ACME_FAILURES, {(r.hosts[0],): float(r.failures) for r in view.acme})
     yield _gauge(ACME_LAST_SUCCESS, {(r.hosts[0],): r.last_success or 0.0 for r in view.acme})
     # Manifest and controller mode only: elsewhere the families are declared without samples.

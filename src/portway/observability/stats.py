@@ -104,6 +104,10 @@ class WorkerStats:
         # by (service, "in" from clients or "out" to them).
         self.passthrough_connections: dict[tuple[str, str, str], int] = {}
         self.passthrough_bytes: dict[tuple[str, str], int] = {}
+        # WebSocket tunnels by (route, service, outcome: proxy.upgrade.TUNNEL_OUTCOMES) when they
+        # end (or when the upstream refused the handshake), and those open now.
+        self.tunnels: dict[tuple[str, str, str], int] = {}
+        self.tunnels_open = 0
         # (listener, "ok" or why the handshake failed) and (listener, "ok"/"failed")
         self.tls_handshakes: dict[tuple[str, str], int] = {}
         self.certificate_reloads: dict[tuple[str, str], int] = {}
@@ -195,6 +199,16 @@ class WorkerStats:
             relayed[service, "in"] = relayed.get((service, "in"), 0) + bytes_in
             relayed[service, "out"] = relayed.get((service, "out"), 0) + bytes_out
 
+    def tunnel_opened(self) -> None:
+        self.tunnels_open += 1
+
+    def tunnel_ended(self, route: str, service: str, outcome: str) -> None:
+        """A tunnel closed (it was counted open), or a handshake was refused (it was not)."""
+        if outcome != "refused":
+            self.tunnels_open -= 1
+        key = (route, service, outcome)
+        self.tunnels[key] = self.tunnels.get(key, 0) + 1
+
     def reloaded(self, ok: bool, error: str | None = None) -> None:
         now = time.time()
         if ok:
@@ -223,6 +237,8 @@ class WorkerStats:
             "connections_total": self.connections_total,
             "passthrough_connections": [[*k, v] for k, v in self.passthrough_connections.items()],
             "passthrough_bytes": [[*k, v] for k, v in self.passthrough_bytes.items()],
+            "tunnels": [[*k, v] for k, v in self.tunnels.items()],
+            "tunnels_open": self.tunnels_open,
             "tls_handshakes": [[*k, v] for k, v in self.tls_handshakes.items()],
             "certificate_reloads": [[*k, v] for k, v in self.certificate_reloads.items()],
             "reloads_ok": self.reloads_ok,

@@ -660,6 +660,11 @@ class Exchange(Request):
     def upstream_write_paused(self, paused: bool) -> None:
         self.client.pause_reading(PAUSE_UPSTREAM, paused)
 
+    def response_upgraded(self, connection: UpstreamConnection, rest: bytes) -> bool:
+        """The upstream switched protocols; only a WebSocket handshake's ``UpgradeExchange``
+        (proxy/upgrade.py) accepts it: for any other request it is an invalid response."""
+        return False
+
     def client_write_paused(self, paused: bool) -> None:
         upstream = self.upstream
         if upstream is not None and not upstream.closed:

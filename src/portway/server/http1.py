@@ -31,6 +31,7 @@ from portway.observability.access_log import Entry
 from portway.proxy import responses
 from portway.proxy.client import ClientEnd
 from portway.proxy.exchange import Exchange
+from portway.proxy.upgrade import UpgradeExchange
 from portway.routing import TraceStep, normalize_path
 from portway.routing.rewrite import Redirect
 from portway.server.context import WorkerContext
@@ -42,7 +43,7 @@ from portway.server.request_head import (
     check_version,
     host_for_routing,
     parse_target,
-    upgrade_error,
+    websocket_upgrade,
 )
 from portway.tls.client_auth import TlsSession
 from portway.upstream.forward import (
@@ -250,8 +251,17 @@ class ClientConnection(ClientEnd):
             cause = exc.__context__
             self._protocol_error(cause if isinstance(cause, HttpError) else BadRequest(str(exc)))
             return
-        except httptools.HttpParserUpgrade:
-            self._protocol_error(upgrade_error(self.parser.get_method()))
+        except httptools.HttpParserUpgrade as exc:
+            # A WebSocket handshake's head ended (any other upgrade raised in _new_exchange): the
+            # bytes after it belong to the tunnel, never to this parser (proxy/upgrade.py).
+            queue = self.queue
+            last = queue[-1] if queue else None
+            if isinstance(last, UpgradeExchange):
+                last.hold_client(data[exc.args[0] :])
+            else:  # answered and closing already: parse nothing more
+                self.broken = True
+                if not self.closed:
+                    self.transport.pause_reading()
             return
         except httptools.HttpParserError as exc:
             self._protocol_error(BadRequest(f"malformed request: {exc}"))
@@ -346,8 +356,9 @@ class ClientConnection(ClientEnd):
         version = parser.get_http_version()
         if version != "1.1":
             check_version(version)
-        if parser.should_upgrade():
-            raise upgrade_error(method)
+        upgrade = None
+        if parser.should_upgrade():  # 501 or 405 unless a WebSocket handshake
+            upgrade = websocket_upgrade(method, version, self.headers, self._has_body())
         url = self.url
         if url[:1] == b"/":  # origin-form, nearly every request
             raw_path, question, raw_query = url.partition(b"?")
@@ -390,11 +401,11 @@ class ClientConnection(ClientEnd):
                 path = normalize_path(path_text, self.merge_slashes)
             except ValueError as exc:
                 raise BadRequest(f"invalid path: {exc}") from None
-        keep_alive = parser.should_keep_alive()
+        keep_alive = parser.should_keep_alive() and upgrade is None
         client_ip = self.client_ip
         if fields.xff is not None and self.info.trusted:
             client_ip = original_client(fields.xff, client_ip, ctx.trusted_proxies)
-        exchange = Exchange(
+        exchange = (Exchange if upgrade is None else UpgradeExchange)(
             self,
             method,
             routing_host,
@@ -408,6 +419,8 @@ class ClientConnection(ClientEnd):
             http10=version == "1.0",
             max_body=max_body,
         )
+        if upgrade is not None and isinstance(exchange, UpgradeExchange):
+            exchange.init_upgrade()
         if transfer_encoding is not None or (content_length is not None and content_length != b"0"):
             has_body = True
             body_timeout = self.body_timeout
@@ -487,6 +500,8 @@ class ClientConnection(ClientEnd):
             if action.host is not None:
                 sent_authority = action.host
         chunked = transfer_encoding is not None
+        if upgrade is not None:  # the one hop-by-hop pair forwarded (RFC 9110 §7.8)
+            extra += b"connection: upgrade\r\nupgrade: %s\r\n" % upgrade
         exchange.request_chunked = chunked
         exchange.route_to(
             route.target,  # type: ignore[arg-type]  # None only on redirect routes, answered above
@@ -496,6 +511,14 @@ class ClientConnection(ClientEnd):
             fields.upstream_lines(self.info, authority, rid, chunked, extra),
         )
         return exchange
+
+    def _has_body(self) -> bool:
+        """Whether the head being completed announces a body (read only for upgrades)."""
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"transfer-encoding" or (lower == b"content-length" and value != b"0"):
+                return True
+        return False
 
     def _answer(
         self,

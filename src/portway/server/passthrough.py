@@ -21,7 +21,8 @@ on a passthrough listener. It goes through three states:
    drains (``resume_writing``). Half-close: an EOF from one side is passed on with ``write_eof``,
    and the connection ends when both sides have sent theirs, or when either side closes or fails.
    The service's ``read_timeout`` is an idle timeout: it is pushed forward by every read on either
-   side and by every drained write buffer, and when it passes both sides are closed.
+   side and by every drained write buffer, and when it passes both sides are closed. This state is
+   ``proxy.relay.Relay``, shared with WebSocket tunnels (``proxy.upgrade``).
 
 The connection registers in ``ctx.connections`` (a drain closes it; ``idle`` says whether a stream
 is relayed yet) and in the worker's sweeper. When it ends it records one outcome (``OUTCOMES``)
@@ -35,6 +36,7 @@ import logging
 from collections.abc import Callable
 
 from portway.balancing import Endpoint
+from portway.proxy.relay import Relay
 from portway.proxy.service import Service
 from portway.server.context import WorkerContext
 from portway.tls.client_hello import ClientHello, ClientHelloParser, Rejected
@@ -92,11 +94,7 @@ class _Upstream(asyncio.Protocol):
 
 class PassthroughConnection(asyncio.Protocol):
     __slots__ = (
-        "bytes_in",
-        "bytes_out",
-        "client_full",
         "client_ip",
-        "client_sent_eof",
         "connect_task",
         "ctx",
         "deadline",
@@ -108,6 +106,7 @@ class PassthroughConnection(asyncio.Protocol):
         "parser",
         "pending",
         "reading_paused",
+        "relay",
         "routes",
         "server_name",
         "service",
@@ -117,8 +116,6 @@ class PassthroughConnection(asyncio.Protocol):
         "transport",
         "tried",
         "upstream",
-        "upstream_full",
-        "upstream_sent_eof",
     )
 
     def __init__(
@@ -150,13 +147,10 @@ class PassthroughConnection(asyncio.Protocol):
         self.upstream: _Upstream | None = None
         self.connect_task: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
         self.idle_timeout = 0.0
-        self.reading_paused = False  # we paused reading from the client
-        self.upstream_full = False  # the upstream's write buffer is past its high-water mark
-        self.client_full = False  # the client's write buffer is past its high-water mark
-        self.client_sent_eof = False
-        self.upstream_sent_eof = False
-        self.bytes_in = 0  # relayed client -> instance
-        self.bytes_out = 0  # relayed instance -> client
+        self.reading_paused = False  # we paused reading from the client (while connecting)
+        # EOFs, full write buffers and bytes relayed each way, from the start (an EOF may come
+        # while connecting); it relays from RELAYING on.
+        self.relay = Relay(self, ctx.sweeper)
         self.outcome = ""
 
     # -- the client side ---------------------------------------------------------------------------
@@ -177,11 +171,7 @@ class PassthroughConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         state = self.state
         if state == RELAYING:
-            upstream = self.upstream
-            assert upstream is not None
-            self.bytes_in += len(data)
-            upstream.transport.write(data)
-            self._touch()
+            self.relay.from_client(data)
         elif state == HELLO:
             self.pending.append(data)
             result = self.parser.feed(data)
@@ -194,16 +184,12 @@ class PassthroughConnection(asyncio.Protocol):
             self.pending.append(data)  # read in the same batch as the end of the hello
 
     def eof_received(self) -> bool:
-        self.client_sent_eof = True
         if self.state == HELLO:
+            self.relay.client_eof = True
             self._end("client_closed")
             return False
-        upstream = self.upstream
-        if self.state == RELAYING and upstream is not None:
-            if self.upstream_sent_eof:
-                self.close()
-            elif upstream.transport.can_write_eof():
-                upstream.transport.write_eof()
+        if self.relay.client_ended():
+            self.close()
         return True  # keep the connection: the instance may still answer (half-close)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -211,22 +197,16 @@ class PassthroughConnection(asyncio.Protocol):
         self.ctx.connections.discard(self)
         self.sweeper.discard(self)
         self.pending = []
+        relay = self.relay
         self.ctx.stats.passthrough_ended(
-            self.listener, self.service_name, self.outcome, self.bytes_in, self.bytes_out
+            self.listener, self.service_name, self.outcome, relay.bytes_in, relay.bytes_out
         )
 
     def pause_writing(self) -> None:
-        self.client_full = True
-        upstream = self.upstream
-        if upstream is not None and not upstream.transport.is_closing():
-            upstream.transport.pause_reading()
+        self.relay.client_write_paused(True)
 
     def resume_writing(self) -> None:
-        self.client_full = False
-        upstream = self.upstream
-        if upstream is not None and not upstream.transport.is_closing():
-            upstream.transport.resume_reading()
-        self._touch()
+        self.relay.client_write_paused(False)
 
     def on_deadline(self) -> None:
         """The sweeper: the ClientHello did not arrive in time, or the relayed stream is idle."""
@@ -249,11 +229,10 @@ class PassthroughConnection(asyncio.Protocol):
         if not self.outcome:
             self.outcome = "relayed" if self.state == RELAYING else "client_closed"
         self.state = CLOSED
-        self.deadline = 0.0
-        _close(self.transport, flush=not self.client_full)
-        upstream = self.upstream
-        if upstream is not None:
-            _close(upstream.transport, flush=not self.upstream_full)
+        relay = self.relay
+        if relay.client is None:  # not relaying yet: the client side only (the connect task
+            relay.client = self.transport  # closes an upstream that arrives late)
+        relay.close()
 
     abort = close
 
@@ -261,10 +240,6 @@ class PassthroughConnection(asyncio.Protocol):
         if not self.outcome:
             self.outcome = outcome
         self.close()
-
-    def _touch(self) -> None:
-        idle = self.idle_timeout
-        self.deadline = self.sweeper.now + idle if idle else 0.0
 
     def _pause_client(self, paused: bool) -> None:
         if paused != self.reading_paused and not self.transport.is_closing():
@@ -342,13 +317,9 @@ class PassthroughConnection(asyncio.Protocol):
         self.idle_timeout = service.read_timeout
         data = b"".join(self.pending)
         self.pending = []
-        self.bytes_in += len(data)
-        upstream.transport.write(data)
-        if self.client_sent_eof and upstream.transport.can_write_eof():
-            upstream.transport.write_eof()
-        self._touch()
-        if not self.client_sent_eof:
-            self._pause_client(self.upstream_full)
+        self.reading_paused = False  # the relay decides from now on
+        self.relay.client_paused = True
+        self.relay.start(self.transport, upstream.transport, service.read_timeout, data)
 
     def _connect_failed(self, service: Service, endpoint: Endpoint, exc: BaseException) -> None:
         service.failed(endpoint, "connect")
@@ -369,18 +340,13 @@ class PassthroughConnection(asyncio.Protocol):
     def upstream_data(self, upstream: _Upstream, data: bytes) -> None:
         if upstream is not self.upstream or self.state != RELAYING:
             return
-        self.bytes_out += len(data)
-        self.transport.write(data)
-        self._touch()
+        self.relay.from_upstream(data)
 
     def upstream_eof(self, upstream: _Upstream) -> bool:
         if upstream is not self.upstream:
             return False
-        self.upstream_sent_eof = True
-        if self.client_sent_eof:
+        if self.relay.upstream_ended():
             self.close()
-        elif self.state == RELAYING and self.transport.can_write_eof():
-            self.transport.write_eof()
         return True  # keep the connection: the client may still send (half-close)
 
     def upstream_lost(self, upstream: _Upstream, exc: Exception | None) -> None:
@@ -398,17 +364,4 @@ class PassthroughConnection(asyncio.Protocol):
     def upstream_write_paused(self, upstream: _Upstream, paused: bool) -> None:
         if upstream is not self.upstream:
             return
-        self.upstream_full = paused
-        if self.state == RELAYING and not self.client_sent_eof:
-            self._pause_client(paused)
-        if not paused:
-            self._touch()
-
-
-def _close(transport: asyncio.Transport, *, flush: bool) -> None:
-    """Close after sending what is buffered, or at once when the peer has stopped reading (its
-    buffer would keep the connection open for as long as the peer wants)."""
-    if flush:
-        transport.close()
-    else:
-        transport.abort()
+        self.relay.upstream_write_paused(paused)

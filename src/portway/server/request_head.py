@@ -33,10 +33,39 @@ class UpgradeNotSupported(HttpError):
 
 
 def upgrade_error(method: bytes) -> HttpError:
-    """What a CONNECT or an ``Upgrade`` request gets: neither is forwarded."""
+    """What a CONNECT or an ``Upgrade`` request other than a WebSocket handshake gets."""
     if method == b"CONNECT":
         return MethodNotAllowed("CONNECT is not supported: Portway is a reverse proxy")
-    return UpgradeNotSupported("protocol upgrades (WebSocket) are not supported yet")
+    return UpgradeNotSupported("only WebSocket upgrades are supported")
+
+
+def websocket_upgrade(
+    method: bytes, version: str, headers: list[tuple[bytes, bytes]], has_body: bool
+) -> bytes:
+    """The ``Upgrade`` value of a WebSocket handshake (RFC 6455 §4.1, RFC 9110 §7.8), to forward
+    as received; raises for any other upgrade.
+
+    Only ``websocket`` is tunnelled. h2c (RFC 7540 §3.2, removed by RFC 9113) would hand the
+    connection to an HTTP/2 upstream whose requests the gateway could no longer route, police or
+    log; an arbitrary protocol would be a byte pipe to an upstream whose requests never pass
+    the gateway ("upgrade smuggling"). Both keep the 501. The handshake is a GET on HTTP/1.1
+    without a body: llhttp hands every byte after the head to the new protocol, so a body could
+    not be told from frames.
+    """
+    if method != b"GET":
+        raise upgrade_error(method)
+    if version != "1.1":
+        raise BadRequest("a protocol upgrade needs HTTP/1.1 (RFC 9110 §7.8)")
+    value = b""
+    for name, field in headers:
+        if name.lower() == b"upgrade":
+            value = field if not value else value + b", " + field
+    tokens = [t.strip().lower() for t in value.split(b",")]
+    if tokens != [b"websocket"]:
+        raise upgrade_error(method)
+    if has_body:
+        raise BadRequest("a WebSocket handshake carries no body (RFC 6455 §4.1)")
+    return value.strip()
 
 
 @dataclass(slots=True)

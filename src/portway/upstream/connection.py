@@ -30,6 +30,7 @@ class ResponseSink(Protocol):
     def upstream_lost(self, connection: UpstreamConnection, error: str) -> None: ...
     def upstream_timeout(self, connection: UpstreamConnection) -> None: ...
     def upstream_write_paused(self, paused: bool) -> None: ...
+    def response_upgraded(self, connection: UpstreamConnection, rest: bytes) -> bool: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -185,14 +186,23 @@ class UpstreamConnection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self.exchange = None
-            self.closed = True
-            self.transport.close()
-            exchange.response_flush(self)
-            exchange.upstream_lost(self, f"invalid response from upstream: {exc}")
+        except httptools.HttpParserUpgrade as exc:
+            # A 101: only a WebSocket handshake's exchange takes the connection (proxy/upgrade.py)
+            # with the bytes after the head; for any other it is an invalid response.
+            if not exchange.response_upgraded(self, data[exc.args[0] :]):
+                self._invalid(exchange, exc)
+            return
+        except httptools.HttpParserError as exc:
+            self._invalid(exchange, exc)
             return
         exchange.response_flush(self)
+
+    def _invalid(self, exchange: ResponseSink, exc: Exception) -> None:
+        self.exchange = None
+        self.closed = True
+        self.transport.close()
+        exchange.response_flush(self)
+        exchange.upstream_lost(self, f"invalid response from upstream: {exc}")
 
     def pause_writing(self) -> None:
         exchange = self.exchange
