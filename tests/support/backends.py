@@ -53,6 +53,7 @@ class Backend(StartStop):
         self._changed = threading.Condition()
         self._connections: set[BackendConnection] = set()
         self._accepted = 0
+        self._protocols_made = 0  # by the server's factory: a transport is being set up for each
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None
@@ -94,7 +95,7 @@ class Backend(StartStop):
         self._loop = loop
         self._stop_requested = asyncio.Event()
         server = await loop.create_server(
-            lambda: BackendConnection(self),
+            self._new_connection,
             "127.0.0.1",
             0,
             backlog=1024,
@@ -107,9 +108,15 @@ class Backend(StartStop):
             await self._stop_requested.wait()
         finally:
             server.close()
-            # A connection accepted just before the close is made a moment later: let it
-            # arrive, then abort until none is left, so no socket outlives the backend.
+            # A connection accepted just before the close gets its transport a few loop turns
+            # later (asyncio accepts in a task): wait until every protocol the factory made has
+            # its transport, abort until none is left, so no socket outlives the backend.
             await asyncio.sleep(0.01)
+            # At most 0.1 s: a TLS connection whose handshake failed never gets its transport.
+            for _ in range(20):
+                if self._protocols_made <= self._accepted:
+                    break
+                await asyncio.sleep(0.005)
             for _ in range(100):  # bounded: a lost connection_lost must not hang the stop
                 if not self._connections:
                     break
@@ -176,6 +183,10 @@ class Backend(StartStop):
         with self._changed:
             self._requests.append(request)
             self._changed.notify_all()
+
+    def _new_connection(self) -> BackendConnection:
+        self._protocols_made += 1
+        return BackendConnection(self)
 
     def connection_opened(self, connection: BackendConnection) -> None:
         with self._changed:
