@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import re
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -247,8 +248,70 @@ class IpFilterConfig(_Model):
         return self
 
 
+# Fields a forward-auth service may not hand to the upstream: they frame or route the request.
+_NOT_COPIED = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te",
+     "trailer", "proxy-connection", "x-portway-consumer"}
+)  # fmt: skip
+
+
+class ForwardAuthConfig(_Model):
+    """Ask an auth service about every request (Traefik ForwardAuth, nginx `auth_request`): a GET
+    to `url` with `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri`, `-For` and the selected request
+    headers. A 2xx answer admits the request; any other answer is what the client gets (status,
+    `WWW-Authenticate`, `Location`, `Set-Cookie`, a short body): that is how login redirects work.
+    No answer in time, or none at all, is 503 (fail closed)."""
+
+    url: str = Field(description="The auth service's check URL, `http://` or `https://`.")
+    timeout: Duration = Field(1.0, description="The longest the auth service is waited for.")
+    request_headers: list[HeaderName] = Field(
+        ["authorization", "cookie"],
+        description="Request headers sent on to the auth service (when the request has them).",
+    )
+    copy_headers: list[HeaderName] = Field(
+        [],
+        description="Headers of a 2xx auth answer put on the upstream request; the client's own "
+        "copies of them are removed, so it cannot forge them.",
+    )
+    consumer_header: HeaderName | None = Field(
+        None,
+        description="Header of a 2xx auth answer whose value names the consumer (logs, metrics, "
+        "`x-portway-consumer`); a value that is not a valid consumer name is ignored.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018  (raises ValueError when it is not a number)
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL: {exc}") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("the auth service URL must be http:// or https://")
+        if not parts.hostname:
+            raise ValueError("the auth service URL needs a host")
+        if parts.username is not None or parts.fragment or not value.isascii() or " " in value:
+            raise ValueError("the auth service URL takes no user info, fragment or spaces")
+        return value
+
+    @field_validator("copy_headers")
+    @classmethod
+    def _copyable(cls, value: list[str]) -> list[str]:
+        refused = sorted(set(value) & _NOT_COPIED)
+        if refused:
+            raise ValueError(f"cannot copy {', '.join(refused)}: framing or gateway headers")
+        return value
+
+    @model_validator(mode="after")
+    def _positive(self) -> Self:
+        if self.timeout <= 0:
+            raise ValueError("timeout must be a positive duration")
+        return self
+
+
 # The kinds a policy may have, each a field of PolicyConfig below.
-KINDS = ("ip_filter", "cors", "api_key", "basic_auth", "jwt", "rate_limit")
+KINDS = ("ip_filter", "cors", "api_key", "basic_auth", "jwt", "forward_auth", "rate_limit")
 
 
 class PolicyConfig(_Model):
@@ -259,6 +322,9 @@ class PolicyConfig(_Model):
     api_key: ApiKeyConfig | None = Field(None, description="API keys.")
     basic_auth: BasicAuthConfig | None = Field(None, description="HTTP Basic authentication.")
     jwt: JwtConfig | None = Field(None, description="Bearer JSON Web Tokens.")
+    forward_auth: ForwardAuthConfig | None = Field(
+        None, description="An external auth service decides (ForwardAuth, `auth_request`)."
+    )
     rate_limit: RateLimitConfig | None = Field(None, description="Requests per window, per key.")
 
     @model_validator(mode="after")

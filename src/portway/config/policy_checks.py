@@ -8,7 +8,7 @@ from portway.config.jwt_keys import Issue, check_jwt_keys
 from portway.config.model import Config
 from portway.config.reference import FieldPath
 
-AUTH_KINDS = frozenset({"api_key", "basic_auth", "jwt"})
+AUTH_KINDS = frozenset({"api_key", "basic_auth", "jwt", "forward_auth"})
 POLICY_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
@@ -55,7 +55,7 @@ def check_policies(config: Config) -> list[Issue]:
                     (
                         ("routes", index, "policies", position),
                         f"rate limit '{name}' counts per consumer, but this route has no "
-                        "authentication policy (api_key, basic_auth or jwt) to name one",
+                        "authentication policy (api_key, basic_auth, jwt or forward_auth) to name one",
                     )
                 )
     return issues

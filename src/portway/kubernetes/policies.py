@@ -1,5 +1,5 @@
 """ingress-nginx's access annotations -> native route policies (``ip_filter``, ``rate_limit``,
-``cors``), one set per Ingress, shared by every route of that Ingress.
+``cors``, ``forward_auth``), one set per Ingress, shared by every route of that Ingress.
 
 Why policies and not service settings: these annotations guard *requests* (who may ask, how often,
 from which page), which is what a route's ``policies`` do; the Ingress's services stay shared.
@@ -25,6 +25,15 @@ Semantics followed (ingress-nginx docs, "Annotations"; its ``ipallowlist``, ``ip
   browser actually gets. Where ingress-nginx silently falls back to its defaults on a value it
   cannot read, Portway refuses the Ingress, as for every other annotation.
 
+* ``auth-url`` (+ ``auth-response-headers``, comma-separated) -> ``forward_auth``: the URL is
+  asked about every request (a GET with ``X-Forwarded-*``, ``Authorization`` and ``Cookie``); 2xx
+  admits and copies the listed response headers onto the upstream request, any other answer goes to
+  the client as it is, no answer is 503. ingress-nginx's ``auth_request`` passes every request
+  header and expands nginx variables (``$host``) in the URL: a URL with a ``$`` refuses the
+  Ingress (it would be asked literally), as does any URL that is not ``http(s)://``: an Ingress
+  that asked for authentication is never served without it. ``auth-method``, ``auth-signin`` and
+  the other ``auth-*`` keys are not mapped (a warning says so).
+
 Policies are named ``ingress.<namespace>.<name>.<what>``: Kubernetes names are lower-case DNS
 names, and a namespace has no dot, so the name is valid, deterministic and unique per Ingress.
 """
@@ -37,7 +46,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from portway.config.cors import CorsConfig
-from portway.config.policies import IpFilterConfig, PolicyConfig, RateLimitConfig
+from portway.config.policies import (
+    ForwardAuthConfig,
+    IpFilterConfig,
+    PolicyConfig,
+    RateLimitConfig,
+)
 
 NGINX = "nginx.ingress.kubernetes.io/"
 ALLOW, WHITELIST, DENY = "allowlist-source-range", "whitelist-source-range", "denylist-source-range"
@@ -46,7 +60,7 @@ CORS_KEYS = ("cors-allow-origin", "cors-allow-methods", "cors-allow-headers",
 # The ingress-nginx annotations this module reads (annotations.NGINX_SUPPORTED includes them).
 NGINX_KEYS = frozenset(
     {ALLOW, WHITELIST, DENY, "limit-rps", "limit-rpm", "limit-burst-multiplier", "enable-cors",
-     *CORS_KEYS}
+     *CORS_KEYS, "auth-url", "auth-response-headers"}
 )  # fmt: skip
 _SERVED_WITHOUT = "not supported yet: the Ingress serves without it"
 _HTPASSWD = (
@@ -59,7 +73,6 @@ _NOT_OPEN = "; the Ingress is not served rather than served without authenticati
 # author closed, so they refuse the Ingress (its last valid version keeps serving).
 REFUSED = {
     "auth-type": _HTPASSWD + _NOT_OPEN,
-    "auth-url": "not supported yet (external authentication)" + _NOT_OPEN,
 }
 # Annotations of this family not mapped yet, with a message more precise than the generic one.
 NOT_YET = {
@@ -100,6 +113,9 @@ def read_policies(annotations: dict[str, str], prefix: str, report: Report) -> d
     cors = _cors(annotations, report)
     if cors is not None:
         policies[f"{prefix}.cors"] = PolicyConfig(cors=cors)
+    forward_auth = _forward_auth(annotations, report)
+    if forward_auth is not None:
+        policies[f"{prefix}.auth"] = PolicyConfig(forward_auth=forward_auth)
     return {"policies": policies} if policies else {}
 
 
@@ -203,4 +219,25 @@ def _cors(annotations: dict[str, str], report: Report) -> CorsConfig | None:
     except ValidationError as exc:
         for field, message in _messages(exc):
             report(NGINX + _CORS_FIELD_KEY.get(field, "enable-cors"), message)
+        return None
+
+
+def _forward_auth(annotations: dict[str, str], report: Report) -> ForwardAuthConfig | None:
+    url = annotations.get(NGINX + "auth-url")
+    copied = annotations.get(NGINX + "auth-response-headers")
+    if url is None:
+        if copied is not None:
+            report(NGINX + "auth-response-headers", "has no effect without auth-url", "warning")
+        return None
+    if "$" in url:
+        report(NGINX + "auth-url", "nginx variables ($host, $request_uri, ...) are not expanded: "
+               "give a fixed URL (the request is described in X-Forwarded-* headers)" + _NOT_OPEN)  # fmt: skip
+        return None
+    fields: dict[str, Any] = {"url": url.strip(), "copy_headers": _items(copied or "")}
+    try:
+        return ForwardAuthConfig.model_validate(fields)
+    except ValidationError as exc:
+        for field, message in _messages(exc):
+            key = "auth-response-headers" if field == "copy_headers" else "auth-url"
+            report(NGINX + key, message + (_NOT_OPEN if key == "auth-url" else ""))
         return None

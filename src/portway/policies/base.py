@@ -1,14 +1,18 @@
-"""What every policy is: a synchronous check of one request that passes it, or answers it.
+"""What every policy is: a check of one request that passes it, or answers it.
 
-Policies run on the event loop for every request of their routes, so ``apply`` never blocks and
-never awaits: anything slow (a Redis round trip, a key set download) happens off the request path
-and the check reads its latest result.
+Policies run on the event loop for every request of their routes, so ``apply`` never blocks. Most
+answer at once (anything slow, a Redis round trip or a key set download, happens off the request
+path and the check reads its latest result). A policy that cannot know without waiting (a password
+hash computed in a thread, an auth service asked over HTTP) returns a *pending verdict*, an
+``asyncio.Future``: the chain waits for it without blocking (at most ``Policy.timeout`` seconds) and
+the request goes nowhere until it resolves.
 """
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeAlias
 
 from portway.messages import LocalAnswer, Request
 
@@ -22,6 +26,13 @@ ADDRESS_REFUSED = "address_refused"
 CORS_REFUSED = "cors_refused"  # a preflight for an origin, method or header not allowed
 REASONS = (MISSING, INVALID, EXPIRED, RATE_LIMITED, UNAVAILABLE, ADDRESS_REFUSED, CORS_REFUSED)
 
+# What a pending verdict resolves to: None (the request goes on), bytes (it goes on, and these
+# complete header lines, ``name: value\r\n`` each, go upstream with it: the headers a forward-auth
+# service hands over) or the answer the request gets instead.
+Later: TypeAlias = LocalAnswer | bytes | None
+Pending: TypeAlias = asyncio.Future[Later]
+Verdict: TypeAlias = LocalAnswer | Pending | None
+
 
 class Rejections(Protocol):
     """Where a refusal is counted (the worker's statistics)."""
@@ -34,16 +45,22 @@ class Policy(ABC):
     kinds into phases."""
 
     kind: ClassVar[str]
+    # The longest a pending verdict of this policy is waited for; then the request gets 503
+    # ``policy_unavailable`` (fail closed). Policies that never return one ignore it.
+    timeout: float = 10.0
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     @abstractmethod
-    def apply(self, request: Request) -> LocalAnswer | None:
+    def apply(self, request: Request) -> Verdict:
         """None: the request may go on (perhaps with ``request.consumer`` set or response headers
         queued on ``request.response_headers``); else the answer it gets instead: a refusal
         (status 400 or more, counted) whose ``cause`` names the reason (one of ``REASONS``), or an
-        answer the policy gives for the service (a CORS preflight's 204, not counted)."""
+        answer the policy gives for the service (a CORS preflight's 204, not counted); or a
+        pending verdict (a Future of ``Later``) when the answer takes time. A pending verdict that
+        fails or is not resolved within ``timeout`` becomes 503 ``policy_unavailable``; it is
+        cancelled when the client goes away (the policy must release what it holds then)."""
 
     def drops(self) -> frozenset[bytes]:
         """Request header names (lower-case) not to forward upstream, e.g. a credential."""

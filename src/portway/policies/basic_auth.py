@@ -11,16 +11,22 @@ the standard base64 (with padding) of the 32-byte ``PBKDF2-HMAC-SHA256(password,
 iterations)``. Passwords are UTF-8 in Unicode NFC, the form RFC 7617 §2.1 asks clients to send with
 ``charset="UTF-8"``, both when hashing and when checking.
 
-PBKDF2 is slow on purpose (about 50 ms at the default count) and policies run on the event loop, so
-every client of the worker waits while one password is checked. Two things keep that rare:
+PBKDF2 is slow on purpose (about 50 ms at the default count), far too slow for the event loop,
+where every client of the worker would wait while one password is checked. So a check that must
+hash runs in a small thread pool (``HASH_THREADS``; ``hashlib`` releases the GIL while it hashes)
+and ``apply`` returns a pending verdict that the chain awaits: other requests are served meanwhile.
+Outside a running event loop (the CLI, plain unit tests) the check runs inline. Threads are a
+scarce resource too, so three things keep hashing rare:
 
 * a successful check is remembered by the SHA-256 of the whole ``Authorization`` value, so a client
-  that keeps sending the same credentials pays once (bounded; forgotten when the policy is rebuilt,
-  which any change of its config does);
+  that keeps sending the same credentials pays once and is then answered at once, on the loop
+  (bounded; forgotten when the policy is rebuilt, which any change of its config does);
 * after ``MAX_FAILURES`` failed checks from one client IP within ``FAILURE_WINDOW`` seconds, that IP
   gets 401 without any hashing until the window has passed, so one address guessing passwords
-  costs the loop at most ``MAX_FAILURES`` hashes a minute. Remembered good credentials still pass,
-  so a user sharing the address (NAT) with a guesser is not locked out.
+  costs at most ``MAX_FAILURES`` hashes a minute. Remembered good credentials still pass, so a
+  user sharing the address (NAT) with a guesser is not locked out;
+* at most ``MAX_HASHING`` checks of one policy wait for or use the threads at once; beyond that a
+  request gets 503 ``policy_unavailable`` with ``Retry-After`` instead of an ever longer queue.
 
 An unknown user name is checked against a dummy hash of the same cost, and the answer's text is the
 same as for a wrong password: neither timing nor text tells whether a user exists.
@@ -28,6 +34,7 @@ same as for a wrong password: neither timing nor text tells whether a user exist
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -37,11 +44,12 @@ import string
 import time
 import unicodedata
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final, NamedTuple
 
 from portway.config.policies import BasicAuthConfig
 from portway.messages import LocalAnswer, Request
-from portway.policies.base import INVALID, MISSING, Policy
+from portway.policies.base import INVALID, MISSING, UNAVAILABLE, Pending, Policy
 
 ALGORITHM: Final = "pbkdf2_sha256"
 DEFAULT_ITERATIONS: Final = 100_000  # about 50 ms per check on one core of the test machine
@@ -49,9 +57,12 @@ MAX_CACHED: Final = 10_000  # remembered good credentials
 MAX_FAILURES: Final = 10  # failed checks per client IP ...
 FAILURE_WINDOW: Final = 60.0  # ... per this many seconds, before hashing stops for that IP
 MAX_TRACKED_IPS: Final = 10_000
+HASH_THREADS: Final = 2  # per worker process: hashing competes with the loop for the CPU
+MAX_HASHING: Final = 64  # checks queued or running at once, per policy
 
 _MISSING: Final = MISSING.encode()
 _INVALID: Final = INVALID.encode()
+_UNAVAILABLE: Final = UNAVAILABLE.encode()
 _SALT_CHARS: Final = string.ascii_letters + string.digits
 _BAD_CREDENTIALS: Final = "the user name or password is not valid"
 
@@ -87,6 +98,22 @@ def hash_password(password: str, iterations: int = DEFAULT_ITERATIONS, salt: str
 def verify_password(password: str, stored: PasswordHash) -> bool:
     derived = _derive(password, stored.salt, stored.iterations)
     return hmac.compare_digest(derived, stored.digest)
+
+
+_executor: ThreadPoolExecutor | None = None
+
+
+def _hashing_threads() -> ThreadPoolExecutor:
+    """The worker's hashing threads, made on first use: after the fork, in the process that
+    hashes (threads do not survive a fork)."""
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="portway-pbkdf2")
+    return _executor
+
+
+def _verify(password: str, stored: PasswordHash) -> bool:
+    return verify_password(password, stored)  # looked up at call time (tests count the calls)
 
 
 def _has_control(text: str) -> bool:
@@ -125,8 +152,9 @@ class BasicAuthPolicy(Policy):
         self.challenge: Final = (b"www-authenticate", challenge)
         self.cache: dict[bytes, str] = {}  # SHA-256 of the Authorization value -> user
         self.failures: dict[str, list[float]] = {}  # client IP -> [first failure, count]
+        self.hashing = 0  # checks handed to the threads and not finished
 
-    def apply(self, request: Request) -> LocalAnswer | None:
+    def apply(self, request: Request) -> LocalAnswer | Pending | None:
         value = request.header("authorization")
         scheme, _, token = (value or "").strip(" \t").partition(" ")
         if scheme.lower() != "basic":
@@ -153,8 +181,48 @@ class BasicAuthPolicy(Policy):
             )
         name, password = credentials
         stored = self.users.get(name)
-        if not verify_password(password, stored or self.dummy) or stored is None:
-            self._failed(request.client_ip, now)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (the CLI, unit tests): nobody to keep waiting
+            return self._checked(
+                request, key, name, stored, _verify(password, stored or self.dummy)
+            )
+        if self.hashing >= MAX_HASHING:
+            return LocalAnswer(
+                503,
+                "too many password checks in progress; try again shortly",
+                _UNAVAILABLE,
+                [(b"retry-after", b"1")],
+            )
+        self.hashing += 1
+        hashing = loop.run_in_executor(_hashing_threads(), _verify, password, stored or self.dummy)
+        verdict: Pending = loop.create_future()
+
+        def hashed(done: asyncio.Future[bool]) -> None:
+            self.hashing -= 1
+            if verdict.done():  # cancelled: the client left, or the chain stopped waiting
+                return
+            if done.cancelled():
+                verdict.cancel()
+            elif (error := done.exception()) is not None:
+                verdict.set_exception(error)
+            else:
+                verdict.set_result(self._checked(request, key, name, stored, done.result()))
+
+        def abandoned(done: Pending) -> None:
+            if done.cancelled():
+                hashing.cancel()  # not started yet: the thread is spared; started: it finishes
+
+        hashing.add_done_callback(hashed)
+        verdict.add_done_callback(abandoned)
+        return verdict
+
+    def _checked(
+        self, request: Request, key: bytes, name: str, stored: PasswordHash | None, ok: bool
+    ) -> LocalAnswer | None:
+        """The verdict once the hash is known: remember a success, count a failure."""
+        if not ok or stored is None:
+            self._failed(request.client_ip, self.clock())
             return self._refuse(_BAD_CREDENTIALS, _INVALID)
         if len(self.cache) >= MAX_CACHED:
             del self.cache[next(iter(self.cache))]  # the oldest remembered

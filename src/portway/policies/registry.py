@@ -16,6 +16,7 @@ from portway.policies.api_key import ApiKeyPolicy
 from portway.policies.base import Policy
 from portway.policies.basic_auth import BasicAuthPolicy
 from portway.policies.cors import CorsPolicy
+from portway.policies.forward_auth import ForwardAuthPolicy
 from portway.policies.ip_filter import IpFilterPolicy
 from portway.policies.jwt_auth import JwtPolicy
 from portway.policies.rate_limit import RateLimitPolicy
@@ -62,6 +63,11 @@ def _jwt(name: str, config: PolicyConfig, context: BuildContext) -> Policy:
     return JwtPolicy(name, config.jwt)
 
 
+def _forward_auth(name: str, config: PolicyConfig, context: BuildContext) -> Policy:
+    assert config.forward_auth is not None
+    return ForwardAuthPolicy(name, config.forward_auth)
+
+
 def _rate_limit(name: str, config: PolicyConfig, context: BuildContext) -> Policy:
     assert config.rate_limit is not None
     return RateLimitPolicy(name, config.rate_limit, context.loop, context.redis)
@@ -89,6 +95,7 @@ PHASES: dict[str, Phase] = {
     "api_key": Phase(AUTHENTICATION, _api_key, _WHO_FIRST),
     "basic_auth": Phase(AUTHENTICATION, _basic_auth, _WHO_FIRST),
     "jwt": Phase(AUTHENTICATION, _jwt, _WHO_FIRST),
+    "forward_auth": Phase(AUTHENTICATION, _forward_auth, _WHO_FIRST),
     "rate_limit": Phase(RATE_LIMITING, _rate_limit, _AFTER_AUTH),
 }
 

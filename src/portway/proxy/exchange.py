@@ -270,7 +270,8 @@ class Exchange(Request):
             self._write_local(self.local, self.close_after)
             return
         service = self.service
-        assert service is not None
+        if service is None:
+            return  # its policies' verdict is pending: the client side starts it once known
         if service.max_requests and service.active_requests >= service.max_requests:
             self.fail(
                 503,

@@ -7,12 +7,21 @@ arrival order; only the first talks to an upstream, so pipelined requests are an
 (RFC 9112 §9.3.2). Limits map to their status: request line 414, header size and count 431, body 413,
 slow head 408; malformed framing is a 400 (llhttp rejects the smuggling shapes of RFC 9112 §11.2).
 After a protocol error no further byte is parsed: the connection answers and closes.
+
+A route's policies may keep a request waiting for their verdict (``PolicyChain.apply`` returns a
+``PendingChain``): the exchange is queued like any other but has no service yet, so
+``Exchange.start`` leaves it alone and its body bytes are buffered (pausing the client past the high
+water mark); once the verdict is known ``_await_policies`` answers it or finishes its dispatch, and
+starts it if its turn has come. Synchronous chains never get there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import time
+from collections.abc import Callable
 from typing import Final
 
 import httptools
@@ -28,12 +37,15 @@ from portway.errors import (
 )
 from portway.messages import LocalAnswer
 from portway.observability.access_log import Entry
+from portway.policies.base import UNAVAILABLE
+from portway.policies.chain import PendingChain
 from portway.proxy import responses
 from portway.proxy.client import ClientEnd
 from portway.proxy.exchange import Exchange
+from portway.proxy.service import Service
 from portway.proxy.upgrade import UpgradeExchange
-from portway.routing import TraceStep, normalize_path
-from portway.routing.rewrite import Redirect
+from portway.routing import CompiledRoute, TraceStep, normalize_path
+from portway.routing.rewrite import Redirect, Rewrite
 from portway.server.context import WorkerContext
 from portway.server.edge import before_routing
 from portway.server.listeners import Listener
@@ -66,6 +78,9 @@ _ROUTING_HOSTS_LIMIT: Final = 4096
 _routing_hosts: Final[dict[bytes, str]] = {}
 _request_id_ok: Final = valid_request_id
 REWRITE_FAILED: Final = b"rewrite_failed"
+_NO_DROP: Final[frozenset[bytes]] = frozenset()
+UNAVAILABLE_CAUSE: Final = UNAVAILABLE.encode()
+log = logging.getLogger("portway.server")
 
 
 class ClientConnection(ClientEnd):
@@ -97,6 +112,7 @@ class ClientConnection(ClientEnd):
         "parser",
         "parsing",
         "paused",
+        "policy_waits",
         "port",
         "proto",
         "queue",
@@ -144,6 +160,7 @@ class ClientConnection(ClientEnd):
         self.broken = False
         self.closed = False
         self.final_error: bytes | None = None
+        self.policy_waits: set[PendingChain] | None = None  # verdicts awaited (rarely any)
         self.deadline = 0.0
         # Server settings change only with a restart: copied here, read once per request.
         self.max_request_line = ctx.max_request_line
@@ -182,6 +199,11 @@ class ClientConnection(ClientEnd):
         self.closed = True
         self.ctx.connections.discard(self)
         self.ctx.sweeper.discard(self)
+        waits = self.policy_waits
+        if waits:  # the policies' work for requests nobody will read stops here
+            self.policy_waits = None
+            for verdict in waits:
+                verdict.cancel()
         queue, self.queue = self.queue, []
         for exchange in queue:
             exchange.client_lost()
@@ -468,19 +490,52 @@ class ClientConnection(ClientEnd):
                          has_body, keep_alive, method)  # fmt: skip
             return exchange
         chain = snapshot.chains[route.index]
+        drop = _NO_DROP
         if chain is not None:
             outcome = chain.apply(exchange, self.stats)
-            if isinstance(outcome, LocalAnswer):
+            if type(outcome) is not bytes:  # answered, or a verdict pending
                 exchange.route_name = route.name  # counted and logged under its route
-                exchange.service = route.target
-                self._answer(exchange, outcome, has_body, keep_alive, method)
+                if isinstance(outcome, LocalAnswer):
+                    exchange.service = route.target
+                    self._answer(exchange, outcome, has_body, keep_alive, method)
+                else:
+                    assert isinstance(outcome, PendingChain)
+                    forward = functools.partial(self._forward, exchange, route, action, fields,
+                                                chain.drop, url, path_text, question,
+                                                absolute_authority, authority, transfer_encoding,
+                                                upgrade, has_body)  # fmt: skip
+                    self._await_policies(exchange, outcome, route, has_body,
+                                         transfer_encoding is not None, extra, forward)  # fmt: skip
                 return exchange
             extra += outcome
-            if chain.drop:
-                drop = chain.drop
-                fields.lines = [
-                    line for line in fields.lines if line.split(b":", 1)[0].lower() not in drop
-                ]
+            drop = chain.drop
+        self._forward(exchange, route, action, fields, drop, url, path_text, question,
+                      absolute_authority, authority, transfer_encoding, upgrade, has_body, extra)  # fmt: skip
+        return exchange
+
+    def _forward(
+        self,
+        exchange: Exchange,
+        route: CompiledRoute[Service],
+        action: Rewrite | None,
+        fields: RequestFields,
+        drop: frozenset[bytes],
+        url: bytes,
+        path_text: str,
+        question: bytes,
+        absolute_authority: bytes | None,
+        authority: bytes,
+        transfer_encoding: bytes | None,
+        upgrade: bytes | None,
+        has_body: bool,
+        extra: bytes,
+    ) -> None:
+        """The request's way on once its policies admitted it: target, rewrite, upstream head."""
+        if drop:
+            fields.lines = [
+                line for line in fields.lines if line.split(b":", 1)[0].lower() not in drop
+            ]
+        path, query = exchange.path, exchange.query
         if path is path_text and absolute_authority is None and (query or not question):
             upstream_target = url  # unchanged by normalization: the bytes as received
         elif query:
@@ -495,8 +550,8 @@ class ClientConnection(ClientEnd):
                 exchange.route_name = route.name
                 exchange.service = route.target
                 failed = LocalAnswer(500, f"rewritten path is invalid: {exc}", REWRITE_FAILED)
-                self._answer(exchange, failed, has_body, keep_alive, method)
-                return exchange
+                self._answer(exchange, failed, has_body, exchange.keep_alive, exchange.verb)
+                return
             if action.host is not None:
                 sent_authority = action.host
         chunked = transfer_encoding is not None
@@ -508,9 +563,50 @@ class ClientConnection(ClientEnd):
             route.name,
             upstream_target,
             sent_authority,
-            fields.upstream_lines(self.info, authority, rid, chunked, extra),
+            fields.upstream_lines(self.info, authority, exchange.rid, chunked, extra),
         )
-        return exchange
+
+    def _await_policies(
+        self,
+        exchange: Exchange,
+        verdict: PendingChain,
+        route: CompiledRoute[Service],
+        has_body: bool,
+        chunked: bool,
+        extra: bytes,
+        forward: Callable[[bytes], None],
+    ) -> None:
+        """Leave ``exchange`` unstarted until its policies decide, then answer or forward it."""
+        service = route.target
+        assert service is not None  # redirect routes were answered before the policies
+        # Body bytes may come meanwhile: framed and kept for a retry as route_to would have it.
+        exchange.request_chunked = chunked
+        exchange.replay_limit = service.replay_limit
+        waits = self.policy_waits
+        if waits is None:
+            waits = self.policy_waits = set()
+        waits.add(verdict)
+
+        def decided(outcome: LocalAnswer | bytes) -> None:
+            waits.discard(verdict)
+            if exchange.finished or exchange.local is not None or self.closed:
+                return  # answered or gone meanwhile (a protocol error, a timeout, a disconnect)
+            try:
+                if isinstance(outcome, LocalAnswer):
+                    exchange.service = service
+                    self._answer(exchange, outcome, has_body, exchange.keep_alive, exchange.verb)
+                else:
+                    forward(extra + outcome)
+            except Exception:  # never a trace to the client, never a request left hanging
+                log.exception("dispatching %s after its policies failed", exchange.request_id)
+                exchange.service = service
+                failed = LocalAnswer(503, "the request could not be dispatched", UNAVAILABLE_CAUSE)
+                self._answer(exchange, failed, has_body, exchange.keep_alive, exchange.verb)
+            queue = self.queue
+            if queue and queue[0] is exchange:
+                exchange.start()
+
+        verdict.then(decided)
 
     def _has_body(self) -> bool:
         """Whether the head being completed announces a body (read only for upgrades)."""

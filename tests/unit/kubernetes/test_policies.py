@@ -287,7 +287,15 @@ def test_default_backends_are_guarded_and_redirects_are_not(tmp_path: Path) -> N
     assert list(config.policies) == ["ingress.shop.fallback.ip-filter"]
 
 
-@pytest.mark.parametrize(("key", "value"), [("auth-type", "basic"), ("auth-url", "http://auth/")])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("auth-type", "basic"),
+        ("auth-url", "https://$host/oauth2/auth"),  # nginx variables: asked literally
+        ("auth-url", "ftp://auth.internal/check"),
+        ("auth-url", "not a url"),
+    ],
+)
 def test_authentication_that_cannot_be_enforced_refuses_the_ingress(
     tmp_path: Path, key: str, value: str
 ) -> None:
@@ -296,3 +304,35 @@ def test_authentication_that_cannot_be_enforced_refuses_the_ingress(
     assert issue.severity == "error"
     assert "not served rather than served without authentication" in issue.message
     assert config.routes == [] and config.policies == {}
+
+
+def test_auth_url_becomes_a_forward_auth_policy_on_every_route(tmp_path: Path) -> None:
+    config, report = translated(tmp_path, {
+        N + "auth-url": "http://oauth2-proxy.auth.svc:4180/oauth2/auth",
+        N + "auth-response-headers": "X-Auth-Request-User, X-Auth-Request-Email",
+        N + "limit-rps": "5",
+    })  # fmt: skip
+    assert annotation_issues(report) == []
+    policy = policies_of(config)[f"{PREFIX}.auth"]["forward_auth"]
+    assert policy["url"] == "http://oauth2-proxy.auth.svc:4180/oauth2/auth"
+    assert policy["copy_headers"] == ["x-auth-request-user", "x-auth-request-email"]
+    assert policy["request_headers"] == ["authorization", "cookie"]
+    assert all(route.policies == [f"{PREFIX}.rps", f"{PREFIX}.auth"] for route in config.routes)
+
+
+def test_auth_response_headers_alone_do_nothing(tmp_path: Path) -> None:
+    config, report = translated(tmp_path, {N + "auth-response-headers": "X-User"})
+    [issue] = issues_about(report, f"metadata.annotations[{N}auth-response-headers]")
+    assert issue.severity == "warning" and "without auth-url" in issue.message
+    assert config.policies == {}
+
+
+def test_auth_response_headers_that_would_frame_the_request_refuse_the_ingress(
+    tmp_path: Path,
+) -> None:
+    config, report = translated(
+        tmp_path, {N + "auth-url": "http://auth/", N + "auth-response-headers": "Content-Length"}
+    )
+    [issue] = issues_about(report, f"metadata.annotations[{N}auth-response-headers]")
+    assert issue.severity == "error" and "content-length" in issue.message
+    assert config.routes == []

@@ -4,6 +4,7 @@ event loop (remembered good credentials, per-IP throttling of failures)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -311,3 +312,84 @@ def test_hash_password_refuses_empty_passwords_and_too_few_rounds(args: list[str
         app, ["hash-password", *args], input="\n" if len(args) == 1 else "x\n"
     )
     assert result.exit_code == 2
+
+
+# -- off the loop ----------------------------------------------------------------------------------
+
+
+def test_on_a_loop_the_hash_is_checked_in_a_thread_and_then_remembered(
+    policy: BasicAuthPolicy, counting: CountingVerify
+) -> None:
+    async def run() -> None:
+        request = make_request(basic("alice", "wonder:land"))
+        pending = policy.apply(request)
+        assert isinstance(pending, asyncio.Future)  # a pending verdict, not an answer
+        assert await pending is None
+        assert request.consumer == "alice"
+        again = make_request(basic("alice", "wonder:land"))
+        assert policy.apply(again) is None  # remembered: answered at once, on the loop
+        assert again.consumer == "alice"
+        wrong = policy.apply(make_request(basic("alice", "guess")))
+        assert isinstance(wrong, asyncio.Future)
+        refused(await wrong, INVALID)
+        assert counting.calls == 2
+        assert policy.hashing == 0
+
+    asyncio.run(run())
+
+
+def test_hashing_threads_keep_the_loop_free() -> None:
+    slow = BasicAuthConfig.model_validate(
+        {"users": [{"name": "alice", "password_hash": hash_password("pw", 400_000)}]}
+    )
+    policy = BasicAuthPolicy("slow", slow)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        ticker = asyncio.ensure_future(tick())
+        began = loop.time()
+        pending = policy.apply(make_request(basic("alice", "pw")))
+        assert isinstance(pending, asyncio.Future)
+        assert await pending is None
+        took = loop.time() - began
+        ticker.cancel()
+        # The loop kept ticking while the hash ran: at least half the ticks it could have made.
+        assert ticks >= took / 0.005 / 2
+
+    asyncio.run(run())
+
+
+def test_a_cancelled_check_is_dropped(policy: BasicAuthPolicy) -> None:
+    async def run() -> None:
+        pending = policy.apply(make_request(basic("alice", "guess")))
+        assert isinstance(pending, asyncio.Future)
+        pending.cancel()  # the client went away
+        await asyncio.sleep(0.05)
+        assert policy.failures == {} or all(n <= 1 for _, n in policy.failures.values())
+        assert policy.hashing == 0
+
+    asyncio.run(run())
+
+
+def test_too_many_checks_at_once_are_503(
+    policy: BasicAuthPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(basic_auth, "MAX_HASHING", 1)
+
+    async def run() -> None:
+        first = policy.apply(make_request(basic("alice", "one")))
+        assert isinstance(first, asyncio.Future)
+        busy = policy.apply(make_request(basic("alice", "two")))
+        assert isinstance(busy, LocalAnswer)
+        assert (busy.status, busy.cause) == (503, b"policy_unavailable")
+        await first
+
+    asyncio.run(run())
