@@ -32,7 +32,7 @@ from portway.proxy import response_head, responses
 from portway.proxy.accounting import account
 from portway.proxy.client import ClientEnd
 from portway.proxy.service import Service
-from portway.upstream.connection import UpstreamConnection
+from portway.upstream.connection import ResponseSink, UpstreamConnection
 from portway.upstream.forward import HOP_BY_HOP
 
 # The usual methods as shared strings (no decode; their hash is computed once).
@@ -47,7 +47,7 @@ PAUSE_PENDING: Final = 1
 PAUSE_UPSTREAM: Final = 2
 
 
-class Exchange(Request):
+class Exchange(Request, ResponseSink):
     """One request from head to end. It *is* the ``Request`` routing and balancing see (one object
     per request instead of two); ``verb`` and ``rid`` are the method and request id as bytes, as
     they go on the wire."""
