@@ -197,7 +197,8 @@ def _first_accepting(
     group: RouteGroup[T], request: Request, tracer: _Tracer | None
 ) -> CompiledRoute[T] | None:
     for route in group:
-        if route.accepts(request):
+        # Most routes have no matchers: no method call for them (CompiledRoute is a Python class).
+        if not route.matchers or route.accepts(request):
             if tracer is not None:
                 tracer.matched(route, request)
             return route

@@ -55,3 +55,13 @@ def test_json_line_is_what_json_dumps_writes(entry: Entry) -> None:
         assert parsed == expected
         body = json.dumps(expected, separators=(",", ":"))[1:]
         assert line.endswith(body + "\n")
+
+
+@pytest.mark.parametrize(
+    "micros",
+    [0, 1, 10, 100, 500, 512, 999, 1000, 1001, 1500, 12345, 999_999, 1_000_000, 123_456_789],
+)
+def test_milliseconds_are_written_as_repr_of_round_writes_them(micros: int) -> None:
+    for sign in (1, -1):
+        seconds = sign * micros / 1_000_000
+        assert access_log._ms(seconds) == repr(round(seconds * 1000, 3))
