@@ -121,6 +121,7 @@ class OutlierDetector:
         "_reason",
         "_windows",
         "config",
+        "enabled",
         "endpoints",
         "slow_start",
     )
@@ -139,6 +140,7 @@ class OutlierDetector:
         if rate is not None and not (math.isfinite(rate.window) and rate.window > 0):
             raise ValueError(f"failure_rate.window must be greater than 0, got {rate.window}")
         self.config = config
+        self.enabled = config.enabled  # read per response: a plain attribute, not the model's
         self.endpoints: tuple[Endpoint, ...] = tuple(endpoints)
         self.slow_start = slow_start
         self._clock = clock
@@ -159,7 +161,7 @@ class OutlierDetector:
 
     def success(self, endpoint: Endpoint) -> None:
         """A response below 500 arrived from ``endpoint``: its consecutive counters restart."""
-        if not self.config.enabled:
+        if not self.enabled:
             return
         index = self._index_of(endpoint)
         if not self._windows and not self._fivexx[index] and not self._connect[index]:
@@ -176,7 +178,7 @@ class OutlierDetector:
         """Count a failed try of ``kind`` on ``endpoint``; True when it ejected the endpoint."""
         if kind not in _KINDS:
             raise ValueError(f"unknown failure kind {kind!r}; expected one of {sorted(_KINDS)}")
-        if not self.config.enabled:
+        if not self.enabled:
             return False
         index = self._index_of(endpoint)
         now = self._clock()
@@ -240,7 +242,7 @@ class OutlierDetector:
         An endpoint's ``down_until`` already lets it take traffic once the ejection ends; this
         starts its slow-start ramp and frees its place under the ejection cap's bookkeeping.
         """
-        if not self.config.enabled:
+        if not self.enabled:
             return
         now = self._clock() if now is None else now
         for index, endpoint in enumerate(self.endpoints):
@@ -264,7 +266,7 @@ class OutlierDetector:
 
     def ejected_count(self, now: float | None = None) -> int:
         """How many endpoints this detector holds out of service at ``now``."""
-        if not self.config.enabled:
+        if not self.enabled:
             return 0
         now = self._clock() if now is None else now
         return sum(1 for until in self._ejected_until if until > now)
@@ -272,7 +274,7 @@ class OutlierDetector:
     def describe(self, endpoint: Endpoint) -> str:
         """The endpoint's outlier state for logs, e.g. ``ejected 2 times, back in 3.2s: ...``."""
         index = self._index_of(endpoint)
-        if not self.config.enabled:
+        if not self.enabled:
             return "outlier detection off"
         now = self._clock()
         times = _times(endpoint.ejections)
