@@ -375,24 +375,36 @@ class ClientConnection(ClientEnd):
         ctx = self.ctx
         parser = self.parser
         method = parser.get_method()
-        version = parser.get_http_version()
-        if version != "1.1":
-            check_version(version)
+        keep_alive = parser.should_keep_alive()
+        headers = self.headers
+        fields = RequestFields(headers)
+        if keep_alive and fields.connection is None:
+            # Only HTTP/1.1 is persistent without a Connection field (RFC 9112 §9.3), and llhttp
+            # parses no other version with a minor above 0 (0.9, 1.0, 1.1, 2.0): this is 1.1,
+            # known without get_http_version(), which formats a string (~0.3 µs) at every call.
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
+            if version != "1.1":
+                check_version(version)
         upgrade = None
         if parser.should_upgrade():  # 501 or 405 unless a WebSocket handshake
             upgrade = websocket_upgrade(method, version, self.headers, self._has_body())
         url = self.url
         if url[:1] == b"/":  # origin-form, nearly every request
-            raw_path, question, raw_query = url.partition(b"?")
-            path_text = raw_path.decode("ascii")
-            query = raw_query.decode("ascii") if question else ""
+            if b"?" in url:
+                raw_path, question, raw_query = url.partition(b"?")
+                path_text = raw_path.decode("ascii")
+                query = raw_query.decode("ascii")
+            else:
+                path_text = url.decode("ascii")
+                question = b""
+                query = ""
             absolute_authority = None
         else:
             target = parse_target(url, method)
             path_text, query, absolute_authority = target.path, target.query, target.authority
             question = b""
-        headers = self.headers
-        fields = RequestFields(headers)
         host = fields.host
         routing_host = (
             _routing_hosts.get(host)
@@ -423,7 +435,7 @@ class ClientConnection(ClientEnd):
                 path = normalize_path(path_text, self.merge_slashes)
             except ValueError as exc:
                 raise BadRequest(f"invalid path: {exc}") from None
-        keep_alive = parser.should_keep_alive() and upgrade is None
+        keep_alive = keep_alive and upgrade is None
         client_ip = self.client_ip
         if fields.xff is not None and self.info.trusted:
             client_ip = original_client(fields.xff, client_ip, ctx.trusted_proxies)
