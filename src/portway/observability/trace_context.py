@@ -15,6 +15,7 @@ context that does not record keeps nothing per try and names the caller's span u
 
 from __future__ import annotations
 
+import binascii
 import os
 import random
 import re
@@ -105,8 +106,8 @@ def parse_tracestate(value: bytes) -> bytes | None:
 
 
 class RandomHex:
-    """Random lower-case hex digits, drawn in batches: one ``randbytes`` and ``hex`` per few hundred
-    ids instead of an integer draw and a format per id. Same generator as ``random.getrandbits``
+    """Random lower-case hex digits, drawn in batches: one ``randbytes`` and ``hexlify`` per few
+    hundred ids instead of an integer draw and a format per id. Same generator as ``random.getrandbits``
     (the process-wide one, reseeded in forked children); the batch is dropped in a forked child so
     that no two processes hand out the same ids."""
 
@@ -123,7 +124,7 @@ class RandomHex:
         position = self._position
         end = position + count
         if end > len(self._digits):
-            self._digits = random.randbytes(self.BATCH // 2).hex().encode("ascii")
+            self._digits = binascii.hexlify(random.randbytes(self.BATCH // 2))
             position = 0
             end = count
         self._position = end
