@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Final
 
-from portway.observability.access_log import summarize
 from portway.observability.trace_context import Finished
 from portway.proxy import responses
 
@@ -76,7 +75,14 @@ def account(exchange: Exchange) -> None:
                 t_sent,
                 t_first_byte,
                 exchange.t_connect,
-                summarize(exchange),  # plain strings: the exchange itself is not kept alive
+                # plain strings: the exchange itself is not kept alive
+                (
+                    exchange.method,
+                    exchange.host,
+                    exchange.path,
+                    exchange.user_agent,
+                    exchange.referer,
+                ),
                 "1.0" if exchange.http10 else "1.1",
                 status,
                 exchange.body_received,

@@ -79,6 +79,7 @@ class Exchange(Request, ResponseSink):
         "out",
         "pending",
         "pending_bytes",
+        "referer",
         "replay",
         "replay_limit",
         "replayed",
@@ -101,6 +102,7 @@ class Exchange(Request, ResponseSink):
         "trailers",
         "tried",
         "upstream",
+        "user_agent",
         "verb",
         "waiting",
     )
@@ -185,6 +187,9 @@ class Exchange(Request, ResponseSink):
         self.framing = _NO_FRAMING
         self.out: list[bytes] = []
         self.trailers: list[bytes] | None = None
+        # For the access log, "" when absent: set by the client side from its one header scan.
+        self.user_agent = ""
+        self.referer = ""
 
     @property
     def request(self) -> Request:

@@ -24,7 +24,7 @@ from portway.config.types import format_host_port
 from portway.deadlines import Sweeper
 from portway.messages import Request
 from portway.tls.contexts import upstream_tls
-from portway.upstream.pool import Pool
+from portway.upstream.pool import Pool, PoolOwner
 
 if TYPE_CHECKING:
     from portway.proxy.exchange import Exchange
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 _monotonic: Final = time.monotonic
 
 
-class Service:
+class Service(PoolOwner):
     __slots__ = (
         "active_requests",
         "active_retries",

@@ -455,6 +455,10 @@ class ClientConnection(ClientEnd):
         )
         if upgrade is not None and isinstance(exchange, UpgradeExchange):
             exchange.init_upgrade()
+        if fields.user_agent is not None:
+            exchange.user_agent = fields.user_agent.decode("latin-1")
+        if fields.referer is not None:
+            exchange.referer = fields.referer.decode("latin-1")
         if transfer_encoding is not None or (content_length is not None and content_length != b"0"):
             has_body = True
             body_timeout = self.body_timeout

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 try:
-    from mypy_extensions import trait
+    from mypy_extensions import trait as trait  # also used by pool.py
 except ImportError:  # not installed: the decorator only tells mypyc how to compile a class
 
     def trait(cls: _T) -> _T:

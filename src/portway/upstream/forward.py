@@ -142,6 +142,8 @@ XF_PORT: Final = 12
 FORWARDED: Final = 13
 TRACEPARENT: Final = 14
 TRACESTATE: Final = 15
+USER_AGENT: Final = 16  # forwarded as received, and kept for the access log
+REFERER: Final = 17
 _REQUEST_FIELD_KIND: Final = {
     b"host": HOST,
     b"content-length": CONTENT_LENGTH,
@@ -162,6 +164,8 @@ _REQUEST_FIELD_KIND: Final = {
     # W3C trace context: the gateway writes its own (continued or new) to the upstream.
     b"traceparent": TRACEPARENT,
     b"tracestate": TRACESTATE,
+    b"user-agent": USER_AGENT,
+    b"referer": REFERER,
     **dict.fromkeys(CLIENT_CERT_HEADERS, HOP),
     CONSUMER_HEADER: HOP,
 }
@@ -191,11 +195,13 @@ class RequestFields:
         "host",
         "host_count",
         "lines",
+        "referer",
         "request_id",
         "te_trailers",
         "traceparent",
         "tracestate",
         "transfer_encoding",
+        "user_agent",
         "xf_host",
         "xf_port",
         "xf_proto",
@@ -206,6 +212,7 @@ class RequestFields:
         lines: list[bytes] = []
         host = content_length = transfer_encoding = connection = request_id = None
         xff = xf_proto = xf_host = xf_port = forwarded = traceparent = tracestate = None
+        user_agent = referer = None
         host_count = 0
         explain = te_trailers = False
         raw_kinds = _raw_kinds
@@ -214,6 +221,12 @@ class RequestFields:
             if kind is None:
                 kind = _kind_of(name)
             if kind == PLAIN:
+                lines.append(b"%s: %s\r\n" % (name, value))
+            elif kind == USER_AGENT:
+                user_agent = value
+                lines.append(b"%s: %s\r\n" % (name, value))
+            elif kind == REFERER:
+                referer = value
                 lines.append(b"%s: %s\r\n" % (name, value))
             elif kind == HOST:
                 host = value
@@ -261,6 +274,8 @@ class RequestFields:
         self.forwarded = forwarded
         self.traceparent = traceparent
         self.tracestate = tracestate
+        self.user_agent = user_agent
+        self.referer = referer
 
     def upstream_lines(
         self,

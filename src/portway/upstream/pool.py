@@ -9,22 +9,30 @@ closes connections as they come back instead of keeping them.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
 
 from portway.deadlines import Sweeper
 from portway.tls.contexts import UpstreamTls
-from portway.upstream.connection import UpstreamConnection
+from portway.upstream.connection import UpstreamConnection, trait
 
 
-class PoolOwner(Protocol):
+@trait
+class PoolOwner:
     """Told when a connection closes or comes back to the pool (the service's counters: it counts a
-    connection as open from the moment it starts connecting, which only it knows)."""
+    connection as open from the moment it starts connecting, which only it knows). A trait, like
+    ``ResponseSink``: compiled, the pool calls its owner natively once per request."""
 
-    def connection_closed(self) -> None: ...
-    def connection_released(self) -> None: ...
+    __slots__ = ()
+
+    def connection_closed(self) -> None:
+        raise NotImplementedError
+
+    def connection_released(self) -> None:
+        raise NotImplementedError
 
 
-class _NoOwner:
+class _NoOwner(PoolOwner):
+    __slots__ = ()
+
     def connection_closed(self) -> None:
         pass
 
