@@ -114,6 +114,7 @@ class ClientConnection(ClientEnd):
         "paused",
         "policy_waits",
         "port",
+        "propagator",
         "proto",
         "queue",
         "special",
@@ -172,6 +173,7 @@ class ClientConnection(ClientEnd):
         self.body_timeout = ctx.body_timeout
         self.keepalive_timeout = ctx.keepalive_timeout
         self.merge_slashes = ctx.merge_slashes
+        self.propagator = ctx.propagator
 
     # -- connection lifecycle ----------------------------------------------------------------------
 
@@ -448,7 +450,7 @@ class ClientConnection(ClientEnd):
             headers,
             client_ip,
             rid,
-            ctx.propagator.start(fields.traceparent, fields.tracestate),
+            self.propagator.start(fields.traceparent, fields.tracestate),
             keep_alive=keep_alive,
             http10=version == "1.0",
             max_body=max_body,
