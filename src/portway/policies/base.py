@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeAlias
 
+from portway.config.policies import RedisConfig
 from portway.messages import LocalAnswer, Request
 
 # The bounded reasons a policy refuses a request for, as metric labels.
@@ -34,6 +36,14 @@ Pending: TypeAlias = asyncio.Future[Later]
 Verdict: TypeAlias = LocalAnswer | Pending | None
 
 
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What building a policy may need besides its own config."""
+
+    loop: asyncio.AbstractEventLoop
+    redis: RedisConfig | None
+
+
 class Rejections(Protocol):
     """Where a refusal is counted (the worker's statistics)."""
 
@@ -51,6 +61,12 @@ class Policy(ABC):
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+    @classmethod
+    def from_config(cls, name: str, config: Any, context: BuildContext) -> Policy:
+        """The policy ``name`` from its kind's config (``PolicyConfig.<kind>``); most kinds need
+        nothing else, those that do (a Redis-backed rate limit) override this."""
+        return cls(name, config)  # type: ignore[call-arg]  # subclasses take (name, config)
 
     @abstractmethod
     def apply(self, request: Request) -> Verdict:

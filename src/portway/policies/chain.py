@@ -21,7 +21,15 @@ from portway.config.model import Config
 from portway.config.policies import PolicyConfig, RedisConfig
 from portway.messages import LocalAnswer, Request
 from portway.policies import registry
-from portway.policies.base import UNAVAILABLE, Later, Pending, Policy, Rejections, Unavailable
+from portway.policies.base import (
+    UNAVAILABLE,
+    BuildContext,
+    Later,
+    Pending,
+    Policy,
+    Rejections,
+    Unavailable,
+)
 from portway.upstream.forward import CONSUMER_HEADER
 
 log = logging.getLogger("portway.policies")
@@ -223,7 +231,7 @@ class PolicySet:
 def build_policies(
     config: Config, previous: PolicySet | None, loop: asyncio.AbstractEventLoop
 ) -> PolicySet:
-    context = registry.BuildContext(loop=loop, redis=config.redis)
+    context = BuildContext(loop=loop, redis=config.redis)
     by_name: dict[str, Policy] = {}
     for name, policy_config in config.policies.items():
         kept = previous.by_name.get(name) if previous is not None else None

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from portway.config.policies import RateLimitConfig, RedisConfig
 from portway.messages import LocalAnswer, Request
-from portway.policies.base import RATE_LIMITED, Policy
+from portway.policies.base import RATE_LIMITED, BuildContext, Policy
 from portway.policies.window import LocalWindow
 
 _RATE_LIMITED: Final = RATE_LIMITED.encode()
@@ -23,6 +23,10 @@ _time: Final = time.time
 
 class RateLimitPolicy(Policy):
     kind = "rate_limit"
+
+    @classmethod
+    def from_config(cls, name: str, config: Any, context: BuildContext) -> Policy:
+        return cls(name, config, context.loop, context.redis)
 
     def __init__(
         self,

@@ -7,13 +7,11 @@ that authentication would have refused.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from portway.config.policies import PolicyConfig, RedisConfig
+from portway.config.policies import PolicyConfig
 from portway.policies.api_key import ApiKeyPolicy
-from portway.policies.base import Policy
+from portway.policies.base import BuildContext, Policy
 from portway.policies.basic_auth import BasicAuthPolicy
 from portway.policies.cors import CorsPolicy
 from portway.policies.forward_auth import ForwardAuthPolicy
@@ -23,54 +21,10 @@ from portway.policies.rate_limit import RateLimitPolicy
 
 
 @dataclass(frozen=True, slots=True)
-class BuildContext:
-    loop: asyncio.AbstractEventLoop
-    redis: RedisConfig | None
-
-
-Factory = Callable[[str, PolicyConfig, BuildContext], Policy]
-
-
-@dataclass(frozen=True, slots=True)
 class Phase:
     order: int
-    factory: Factory
+    policy: type[Policy]  # built by its from_config
     why: str
-
-
-def _ip_filter(name: str, config: PolicyConfig, context: BuildContext) -> Policy:
-    assert config.ip_filter is not None
-    return IpFilterPolicy(name, config.ip_filter)
-
-
-def _cors(name: str, config: PolicyConfig, context: BuildContext) -> Policy:
-    assert config.cors is not None
-    return CorsPolicy(name, config.cors)
-
-
-def _api_key(name: str, config: PolicyConfig, context: BuildContext) -> Policy:
-    assert config.api_key is not None
-    return ApiKeyPolicy(name, config.api_key)
-
-
-def _basic_auth(name: str, config: PolicyConfig, context: BuildContext) -> Policy:
-    assert config.basic_auth is not None
-    return BasicAuthPolicy(name, config.basic_auth)
-
-
-def _jwt(name: str, config: PolicyConfig, context: BuildContext) -> Policy:
-    assert config.jwt is not None
-    return JwtPolicy(name, config.jwt)
-
-
-def _forward_auth(name: str, config: PolicyConfig, context: BuildContext) -> Policy:
-    assert config.forward_auth is not None
-    return ForwardAuthPolicy(name, config.forward_auth)
-
-
-def _rate_limit(name: str, config: PolicyConfig, context: BuildContext) -> Policy:
-    assert config.rate_limit is not None
-    return RateLimitPolicy(name, config.rate_limit, context.loop, context.redis)
 
 
 ADDRESS = 1
@@ -90,18 +44,19 @@ _WHO_FIRST = "authentication first: who the client is decides everything after i
 _AFTER_AUTH = "after authentication: it may count per consumer; refused requests spend no quota"
 
 PHASES: dict[str, Phase] = {
-    "ip_filter": Phase(ADDRESS, _ip_filter, _ADDRESS_FIRST),
-    "cors": Phase(CORS, _cors, _BEFORE_AUTH),
-    "api_key": Phase(AUTHENTICATION, _api_key, _WHO_FIRST),
-    "basic_auth": Phase(AUTHENTICATION, _basic_auth, _WHO_FIRST),
-    "jwt": Phase(AUTHENTICATION, _jwt, _WHO_FIRST),
-    "forward_auth": Phase(AUTHENTICATION, _forward_auth, _WHO_FIRST),
-    "rate_limit": Phase(RATE_LIMITING, _rate_limit, _AFTER_AUTH),
+    "ip_filter": Phase(ADDRESS, IpFilterPolicy, _ADDRESS_FIRST),
+    "cors": Phase(CORS, CorsPolicy, _BEFORE_AUTH),
+    "api_key": Phase(AUTHENTICATION, ApiKeyPolicy, _WHO_FIRST),
+    "basic_auth": Phase(AUTHENTICATION, BasicAuthPolicy, _WHO_FIRST),
+    "jwt": Phase(AUTHENTICATION, JwtPolicy, _WHO_FIRST),
+    "forward_auth": Phase(AUTHENTICATION, ForwardAuthPolicy, _WHO_FIRST),
+    "rate_limit": Phase(RATE_LIMITING, RateLimitPolicy, _AFTER_AUTH),
 }
 
 
 def build(name: str, config: PolicyConfig, context: BuildContext) -> Policy:
-    return PHASES[config.kind].factory(name, config, context)
+    kind = config.kind
+    return PHASES[kind].policy.from_config(name, getattr(config, kind), context)
 
 
 def phase_of(policy: Policy) -> int:
