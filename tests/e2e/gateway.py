@@ -64,6 +64,10 @@ class GatewayThread(StartStop):
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
 
+    def policy_rejections(self) -> dict[tuple[str, str, str, str], int]:
+        """The worker's refusals by (route, policy, kind, reason), read on its loop."""
+        return dict(self.call(lambda: dict(self.gateway.ctx.stats.policy_rejections)))
+
     def reload(self, config: dict[str, Any]) -> None:
         kept = self.config.model_dump()
         full = Config.model_validate(

@@ -60,10 +60,6 @@ def token(**claims: Any) -> str:
     return "Bearer " + jwt.encode(payload, SECRET, algorithm="HS256")
 
 
-def rejections(gateway: GatewayThread) -> dict[tuple[str, str, str, str], int]:
-    return dict(gateway.call(lambda: dict(gateway.gateway.ctx.stats.policy_rejections)))
-
-
 def assert_refused(response: Response, cause: str, challenge: str) -> None:
     assert response.status == 401
     assert response.header("portway-error") == cause
@@ -100,7 +96,7 @@ def test_basic_auth_refusals_carry_the_challenge_and_reach_nobody(
         good = client.request("GET", "/basic", headers={"Authorization": basic("alice", "pw:1")})
         assert good.status == 200
     assert len(backend.requests) == 1
-    assert rejections(gateway) == {
+    assert gateway.policy_rejections() == {
         ("basic", "staff", "basic_auth", "missing_credentials"): 1,
         ("basic", "staff", "basic_auth", "invalid_credentials"): 2,
     }
@@ -135,7 +131,7 @@ def test_jwt_refusals(gateway: GatewayThread, backend: Backend) -> None:
         other, "invalid_credentials", invalid.format("the token is not for this audience")
     )
     assert backend.requests == []
-    assert rejections(gateway) == {
+    assert gateway.policy_rejections() == {
         ("jwt", "api", "jwt", "missing_credentials"): 1,
         ("jwt", "api", "jwt", "expired_credentials"): 1,
         ("jwt", "api", "jwt", "invalid_credentials"): 1,

@@ -21,6 +21,7 @@ from tests.support.client import (
     Response,
     connect,
     parse_responses,
+    recv_head,
     send_raw,
 )
 
@@ -376,13 +377,9 @@ def test_head_with_no_route_is_404_without_body(
     # The same on the wire: nothing follows the blank line that ends the head.
     with connect(host_routed.port, timeout=3.0) as sock:
         sock.sendall(b"HEAD /x HTTP/1.1\r\nHost: other.example\r\n\r\n")
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(4096)
-            assert chunk, data
-            data += chunk
-        assert data.startswith(b"HTTP/1.1 404 ")
-        assert data.endswith(b"\r\n\r\n"), data
+        head, after = recv_head(sock)
+        assert head.startswith(b"HTTP/1.1 404 ")
+        assert after == b"", after
         readable, _, _ = select.select([sock], [], [], 0.1)
         assert not readable or sock.recv(4096) == b"", "bytes after a HEAD response head"
 

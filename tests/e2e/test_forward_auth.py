@@ -65,10 +65,6 @@ def gateway(backend: Backend, auth: AuthService) -> Iterator[GatewayThread]:
         yield g
 
 
-def rejections(gateway: GatewayThread) -> dict[tuple[str, str, str, str], int]:
-    return dict(gateway.call(lambda: dict(gateway.gateway.ctx.stats.policy_rejections)))
-
-
 def test_admitted_requests_carry_the_auth_service_headers_not_the_client_copies(
     gateway: GatewayThread, backend: Backend, auth: AuthService
 ) -> None:
@@ -109,7 +105,7 @@ def test_a_401_is_relayed_with_its_challenge_and_body(
     assert forbidden.body == b'{"error":"forbidden"}'
     assert forbidden.header("content-type") == "application/json"
     assert backend.requests == []
-    assert rejections(gateway) == {
+    assert gateway.policy_rejections() == {
         ("app", "sso", "forward_auth", "missing_credentials"): 1,
         ("app", "sso", "forward_auth", "invalid_credentials"): 1,
     }
@@ -121,7 +117,7 @@ def test_a_login_redirect_is_relayed(gateway: GatewayThread, backend: Backend) -
     assert response.header("location") == "https://login.example/?rd=/login/page"
     assert response.header("set-cookie") == "csrf=1; Path=/"
     assert backend.requests == []
-    assert rejections(gateway) == {}  # a redirect is no refusal
+    assert gateway.policy_rejections() == {}  # a redirect is no refusal
 
 
 def test_checks_reuse_their_connection_to_the_auth_service(
@@ -143,7 +139,7 @@ def test_an_auth_service_that_is_down_fails_closed(backend: Backend) -> None:
         assert b"connection refused" in response.body
         assert b"Traceback" not in response.body
         assert request(gateway.port, "GET", "/open").status == 200
-        assert rejections(gateway) == {("app", "sso", "forward_auth", "policy_unavailable"): 1}
+        assert gateway.policy_rejections() == {("app", "sso", "forward_auth", "policy_unavailable"): 1}
     assert len(backend.requests) == 1  # the open route's only
 
 

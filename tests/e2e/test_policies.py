@@ -59,10 +59,6 @@ def gateway(backend: Backend) -> Iterator[GatewayThread]:
         yield g
 
 
-def rejections(gateway: GatewayThread) -> dict[tuple[str, str, str, str], int]:
-    return dict(gateway.call(lambda: dict(gateway.gateway.ctx.stats.policy_rejections)))
-
-
 def test_api_key_in_header_reaches_backend_as_consumer_without_the_key(
     gateway: GatewayThread,
 ) -> None:
@@ -87,7 +83,7 @@ def test_missing_and_wrong_keys_are_401_with_a_cause_and_counted(gateway: Gatewa
     wrong = request(gateway.port, "GET", "/api/x", headers={"x-api-key": "nope-nope-nope-nope"})
     assert wrong.status == 401
     assert wrong.header("portway-error") == "invalid_credentials"
-    counted = rejections(gateway)
+    counted = gateway.policy_rejections()
     assert counted[("api", "keys", "api_key", "missing_credentials")] == 1
     assert counted[("api", "keys", "api_key", "invalid_credentials")] == 1
     # A refused request spends no quota: alice still has all 3.
@@ -132,7 +128,7 @@ def test_rate_limit_per_consumer_with_ratelimit_headers(gateway: GatewayThread) 
     # Bob has his own quota.
     bob = request(gateway.port, "GET", "/api/x", headers={"x-api-key": BOB_KEY})
     assert bob.status == 200
-    assert rejections(gateway)[("api", "per-consumer", "rate_limit", "rate_limited")] == 1
+    assert gateway.policy_rejections()[("api", "per-consumer", "rate_limit", "rate_limited")] == 1
 
 
 def test_rate_limit_per_client_ip_and_unlimited_routes(gateway: GatewayThread) -> None:
@@ -315,7 +311,7 @@ def test_a_policy_that_cannot_be_built_closes_its_routes_only(
         assert closed.header("portway-error") == "policy_unavailable"
         assert b"gone.pem" not in closed.body  # the reason is logged, not told to clients
         assert request(g.port, "GET", "/free").status == 200
-        assert rejections(g)[("jwt", "tokens", "jwt", "policy_unavailable")] == 1
+        assert g.policy_rejections()[("jwt", "tokens", "jwt", "policy_unavailable")] == 1
 
 
 def test_ip_filter_and_rate_limits_see_the_client_behind_trusted_proxies(
@@ -345,7 +341,7 @@ def test_ip_filter_and_rate_limits_see_the_client_behind_trusted_proxies(
         assert [via("198.51.100.8") for _ in range(6)] == [200] * 5 + [429]
         assert via("198.51.100.9") == 200
         lines = read_lines(log, 10)
-        assert rejections(g)[("office", "office", "ip_filter", "address_refused")] == 2
+        assert g.policy_rejections()[("office", "office", "ip_filter", "address_refused")] == 2
     logged = [json.loads(line)["client_ip"] for line in lines]
     assert logged[:3] == ["198.51.100.7", "203.0.113.9", "127.0.0.1"]
     # Not trusted: the header is only the client's say-so.

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.e2e.gateway import GatewayThread
 from tests.support.backends import Backend
-from tests.support.client import request
+from tests.support.client import recv_head, request
 from tests.support.pattern import pattern_sha256
 from tests.support.responses import parse_head
 from tests.support.tls import (
@@ -703,12 +703,7 @@ def test_rotation_during_a_long_download(
         tls.sendall(
             f"GET /stream?bytes={DOWNLOAD} HTTP/1.1\r\nHost: rot.example.com\r\n\r\n".encode()
         )
-        received = b""
-        while b"\r\n\r\n" not in received:
-            chunk = tls.recv(1 << 16)
-            assert chunk, f"closed before the end of the head: {received!r}"
-            received += chunk
-        head, _, body = received.partition(b"\r\n\r\n")
+        head, body = recv_head(tls)
         response = parse_head(head + b"\r\n\r\n", "GET")
         assert response.status == 200
         assert response.header("content-length") == str(DOWNLOAD)

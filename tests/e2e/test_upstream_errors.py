@@ -10,7 +10,7 @@ from collections import Counter
 
 from tests.e2e.gateway import GatewayThread
 from tests.support.backends import Backend, refused_port
-from tests.support.client import KeepAliveClient, request
+from tests.support.client import KeepAliveClient, recv_head, request
 
 
 def service(*instances: str, **options: object) -> dict[str, object]:
@@ -185,12 +185,10 @@ def _one_answer_per_connection_server() -> tuple[socket.socket, list[int]]:
 
     def handle(conn: socket.socket, number: int) -> None:
         with conn:
-            buffered = b""
-            while b"\r\n\r\n" not in buffered:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                buffered += chunk
+            try:
+                recv_head(conn)
+            except EOFError:
+                return
             body = b"connection %d" % number
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             served.append(number)

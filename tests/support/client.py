@@ -80,6 +80,19 @@ def build_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+def recv_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """Read ``sock`` until the blank line that ends a message head: (the head without the blank
+    line, the bytes read after it). EOFError when the peer closes before."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError(f"closed before the end of a head: {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
 def connect(port: int, timeout: float = 5.0) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

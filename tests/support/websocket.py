@@ -27,6 +27,7 @@ from typing import Any, Self
 
 from websockets.sync.server import Server, ServerConnection, serve
 
+from tests.support.client import recv_head
 from tests.support.lifecycle import StartStop
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
@@ -134,13 +135,10 @@ class RawWsBackend(StartStop):
 
     def _one(self, conn: socket.socket) -> None:
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, rest = data.partition(b"\r\n\r\n")
+            try:
+                head, rest = recv_head(conn)
+            except EOFError:
+                return
             key = next(
                 line.split(b":", 1)[1].strip()
                 for line in head.split(b"\r\n")
@@ -232,11 +230,5 @@ def handshake(path: str, *, host: str = "ws.test", extra: str = "") -> tuple[byt
 
 def read_head(sock: socket.socket) -> tuple[bytes, Reader]:
     """The response head, and a reader holding the bytes read after it."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise EOFError(f"closed before a response head: {data!r}")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
+    head, rest = recv_head(sock)
     return head, Reader(sock, rest)
