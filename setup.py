@@ -27,6 +27,7 @@ from setuptools.command.build_ext import build_ext
 # monkeypatching of their functions, no subclassing from uncompiled code (see docs/performance.md).
 COMPILED = [
     "src/portway/messages.py",
+    "src/portway/write_batch.py",
     "src/portway/deadlines.py",
     "src/portway/routing/normalize.py",
     "src/portway/routing/table.py",

@@ -17,6 +17,8 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from portway.write_batch import WriteBatch
+
 log = logging.getLogger("portway.deadlines")
 
 
@@ -46,6 +48,9 @@ class Sweeper:
         # Called with the loop time after every sweep: periodic upkeep (ejections ending, health
         # read from the prober) at the sweep's cadence, without timers of their own.
         self.hooks: list[Callable[[float], None]] = []
+        # The worker's connections write through this (portway.write_batch): a per-worker runtime
+        # object like the sweep itself, reached by every connection the same way.
+        self.writes = WriteBatch(loop)
 
     def add(self, member: HasDeadline) -> None:
         self._members.add(member)

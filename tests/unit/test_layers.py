@@ -36,7 +36,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("config",),  # the declared config: model, loader, reference
     ("kubernetes",),  # Ingress manifests -> a native Config; never the data plane
     ("routing", "balancing"),  # generic over their targets; siblings, never importing each other
-    ("deadlines",),  # the per-worker Sweeper: runtime machinery for connections, imports nothing
+    ("write_batch",),  # a worker's socket writes held to the end of a loop iteration
+    ("deadlines",),  # the per-worker Sweeper: runtime machinery for connections
     ("observability",),  # request statistics and the access log: written by proxy and server
     ("tls",),  # SSL contexts, certificates by SNI and their reload, client identity, ClientHello
     ("acme",),  # ACME account, orders and renewals (certbot's acme library); the ACME process

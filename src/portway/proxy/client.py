@@ -35,6 +35,11 @@ class ClientEnd(asyncio.Protocol):
     def draining(self) -> bool:
         raise NotImplementedError
 
+    def send(self, data: bytes) -> None:
+        """Write ``data`` to the client after this loop iteration's callbacks
+        (portway.write_batch)."""
+        raise NotImplementedError
+
     def pause_reading(self, reason: int, paused: bool) -> None:
         """Pause (or resume) reading from the client for ``reason``; reading resumes when no
         reason is left."""

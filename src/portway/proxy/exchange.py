@@ -261,7 +261,7 @@ class Exchange(Request, ResponseSink):
         pending = self.pending
         if upstream is not None:
             if pending:
-                upstream.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+                upstream.send(pending[0] if len(pending) == 1 else b"".join(pending))
                 pending.clear()
                 self.pending_bytes = 0
         elif self.pending_bytes > PENDING_HIGH_WATER:
@@ -579,7 +579,7 @@ class Exchange(Request, ResponseSink):
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
             self.bytes_out += len(data)
-            self.client.transport.write(data)
+            self.client.send(data)
         if self.complete:
             if self.finished:
                 return
@@ -734,14 +734,14 @@ class Exchange(Request, ResponseSink):
     def _write_local(self, response: bytes, close: bool) -> None:
         self.started = self.complete = True
         self.bytes_out += len(response)
-        self.client.transport.write(response)
+        self.client.send(response)
         self._finish(close or not self.request_done)
 
     def _flush_out(self) -> None:
         if self.out:
             data = b"".join(self.out)
             self.bytes_out += len(data)
-            self.client.transport.write(data)
+            self.client.send(data)
             self.out.clear()
 
     def _abort_client(self) -> None:

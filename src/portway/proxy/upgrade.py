@@ -207,6 +207,8 @@ class UpgradeExchange(Exchange):
         out.clear()
         self.bytes_out += len(head)
         self.started = self.complete = True
+        # The relay writes directly from now on: what is held for the client goes first.
+        client.sweeper.writes.flush()
         client.transport.write(head)
         client.stats.tunnel_opened()
         held = b"".join(self.held)

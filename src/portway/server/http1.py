@@ -126,6 +126,7 @@ class ClientConnection(ClientEnd):
         "transport",
         "url",
         "write_paused",
+        "writes",
     )
 
     def __init__(self, ctx: WorkerContext, listener: Listener) -> None:
@@ -137,6 +138,7 @@ class ClientConnection(ClientEnd):
         self.tls: TlsSession | None = None  # what the handshake established, on HTTPS listeners
         self.loop = ctx.loop
         self.sweeper = ctx.sweeper
+        self.writes = ctx.sweeper.writes
         self.stats = ctx.stats
         self.access_log = ctx.access_log
         self.tracing = ctx.tracing
@@ -210,9 +212,13 @@ class ClientConnection(ClientEnd):
         for exchange in queue:
             exchange.client_lost()
 
+    def send(self, data: bytes) -> None:
+        self.writes.write(self.transport, data)
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self.writes.flush()
             self.transport.close()
 
     def abort(self) -> None:
@@ -674,7 +680,7 @@ class ClientConnection(ClientEnd):
             queue[0].start()
             return
         if self.final_error is not None:
-            self.transport.write(self.final_error)
+            self.send(self.final_error)
             self.close()
             return
         if self.ctx.draining and not self.in_head:
@@ -710,7 +716,7 @@ class ClientConnection(ClientEnd):
         if self.queue:
             self.final_error = response
         else:
-            self.transport.write(response)
+            self.send(response)
             self.close()
 
     def _account_error(self, error: HttpError, request_id: bytes, size: int) -> None:

@@ -78,10 +78,12 @@ class UpstreamConnection(asyncio.Protocol):
         "reason",
         "reused",
         "transport",
+        "writes",
     )
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
+        self.writes = pool.sweeper.writes  # every write to the instance goes through it
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: ResponseSink | None = None
@@ -125,13 +127,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = False
         self.bytes_received = 0
         self.deadline = self.pool.sweeper.now + read_timeout
-        self.transport.write(data)
+        self.writes.write(self.transport, data)
+
+    def send(self, data: bytes) -> None:
+        """More of the request (body bytes), after the head ``bind`` sent."""
+        self.writes.write(self.transport, data)
 
     def close(self) -> None:
         """Close without reuse (the exchange was abandoned or the response was not clean)."""
         self.exchange = None
         if not self.closed:
             self.closed = True
+            self.writes.flush()
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -229,6 +236,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _invalid(self, exchange: ResponseSink, exc: Exception) -> None:
         self.exchange = None
         self.closed = True
+        self.writes.flush()
         self.transport.close()
         exchange.response_flush(self)
         exchange.upstream_lost(self, f"invalid response from upstream: {exc}")
