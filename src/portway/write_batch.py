@@ -25,6 +25,8 @@ from typing import Final
 
 log: Final = logging.getLogger("portway.write_batch")
 
+MAX_HELD: Final = 64
+
 
 class WriteBatch:
     """Writes held in order (transport, data) until the end of the loop's current iteration."""
@@ -45,8 +47,11 @@ class WriteBatch:
         """Send ``data`` on ``transport`` after this iteration's callbacks (call_soon callbacks run
         once the loop has dispatched the I/O events it polled)."""
         self._transports.append(transport)
-        self._chunks.append(data)
-        if not self._scheduled:
+        chunks = self._chunks
+        chunks.append(data)
+        if len(chunks) >= MAX_HELD:
+            self.flush()
+        elif not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush_scheduled)
 

@@ -120,7 +120,7 @@ def test_worker_stats_count_by_route_service_method_and_status(tmp_path: Path) -
 
 
 def test_a_sink_that_stops_taking_lines_does_not_grow_memory(tmp_path: Path) -> None:
-    """A FIFO nobody reads blocks the writer thread; batches beyond the backlog are dropped."""
+    """A FIFO nobody reads blocks the writer thread; lines beyond the backlog are dropped."""
     import os
 
     from portway.config.observability import AccessLogConfig
@@ -134,13 +134,13 @@ def test_a_sink_that_stops_taking_lines_does_not_grow_memory(tmp_path: Path) -> 
         entry = Entry(
             1.0, 2.0, 0.0, 0.0, 0.0, None, "1.1", 200, 0, 10, "r", "s", "", 0, "", "", "x" * 2000
         )
-        for _ in range(MAX_BACKLOG + 40):
+        for _ in range(MAX_BACKLOG // (50 * 2000) + 40):
             for _ in range(50):
                 access_log.add(entry)
             access_log.flush()
         time.sleep(0.2)
         assert access_log.dropped > 0
-        assert access_log._backlog <= MAX_BACKLOG
+        assert 0 < access_log.backlog <= MAX_BACKLOG
     finally:
         os.close(reader)  # the writer's blocked write fails now, and it drains its backlog
     access_log.close()

@@ -400,7 +400,9 @@ class ClientConnection(ClientEnd):
             upgrade = websocket_upgrade(method, version, self.headers, self._has_body())
         url = self.url
         if url[:1] == b"/":  # origin-form, nearly every request
-            if b"?" in url:
+            # find, not ``in``: bytes.__contains__ first tries the operand as an int, and the
+            # TypeError it raises and clears cost more than the search
+            if url.find(b"?") >= 0:
                 raw_path, question, raw_query = url.partition(b"?")
                 path_text = raw_path.decode("ascii")
                 query = raw_query.decode("ascii")
@@ -447,22 +449,20 @@ class ClientConnection(ClientEnd):
         client_ip = self.client_ip
         if fields.xff is not None and self.info.trusted:
             client_ip = original_client(fields.xff, client_ip, ctx.trusted_proxies)
-        exchange = (Exchange if upgrade is None else UpgradeExchange)(
-            self,
-            method,
-            routing_host,
-            path,
-            query,
-            headers,
-            client_ip,
-            rid,
-            self.propagator.start(fields.traceparent, fields.tracestate),
-            keep_alive=keep_alive,
-            http10=version == "1.0",
-            max_body=max_body,
-        )
-        if upgrade is not None and isinstance(exchange, UpgradeExchange):
-            exchange.init_upgrade()
+        context = self.propagator.start(fields.traceparent, fields.tracestate)
+        http10 = version == "1.0"
+        exchange: Exchange
+        # Each class named in its own call: compiled, that is a direct call of its constructor,
+        # where a class chosen by an expression is called through type() (~0.5 µs a request).
+        if upgrade is None:
+            exchange = Exchange(self, method, routing_host, path, query, headers, client_ip, rid,
+                                context, keep_alive=keep_alive, http10=http10, max_body=max_body)  # fmt: skip
+        else:
+            upgrading = UpgradeExchange(self, method, routing_host, path, query, headers,
+                                        client_ip, rid, context, keep_alive=keep_alive,
+                                        http10=http10, max_body=max_body)  # fmt: skip
+            upgrading.init_upgrade()
+            exchange = upgrading
         if fields.user_agent is not None:
             exchange.user_agent = fields.user_agent.decode("latin-1")
         if fields.referer is not None:
