@@ -13,7 +13,7 @@ from typing import cast
 import pytest
 
 from portway.gateway import new_event_loop
-from portway.write_batch import WriteBatch
+from portway.write_batch import MAX_HELD, WriteBatch
 
 
 class Sink(asyncio.Protocol):
@@ -97,6 +97,21 @@ def test_writes_wait_for_the_iteration_then_go_out_in_order() -> None:
         assert received(second_peer) == b"GET / HTTP/1.1\r\n"
         for transport in (first, second):
             transport.close()
+
+    run(scenario)
+
+
+def test_a_burst_goes_out_every_max_held_writes_without_waiting_for_the_iteration() -> None:
+    async def scenario(loop: asyncio.AbstractEventLoop, batch: WriteBatch) -> None:
+        transport, _, peer = await connected(loop)
+        for i in range(MAX_HELD - 1):
+            batch.write(transport, b"%d," % i)
+        assert received(peer) == b""  # held: fewer than MAX_HELD
+        batch.write(transport, b"last")
+        assert len(batch) == 0
+        # Written within this iteration: loopback delivers before write() returns.
+        assert received(peer) == b"".join(b"%d," % i for i in range(MAX_HELD - 1)) + b"last"
+        transport.close()
 
     run(scenario)
 
