@@ -2,10 +2,11 @@
 
 When an exchange ends its line is formatted at once (JSON, Apache common or combined) and appended
 to a list; every ``HANDOFF`` lines, and at each sweep, the list is handed to the writer thread,
-which joins and writes it. Small hand-overs keep the writer's bursts short: the worker is pinned to
-one CPU with it, and a writer woken once a second with a second's lines ran for milliseconds
-before the scheduler gave the loop its CPU back (it had slept, so it had the better claim),
-which showed as a millisecond more at the 99th percentile with a 10 ms backend. The
+which joins and writes it. Small hand-overs keep the writer's bursts short: it shares the worker's
+CPU, and a writer that has slept for a second has the scheduler's better claim to it, so a
+second's lines written in one go (milliseconds of work) could hold the loop up for as long. (In
+the benchmark with a 10 ms backend this made no difference measurable through the noise; the
+bound on a stall is the reason.) The
 formatting is a couple of microseconds (JSON is hand-assembled, not ``json.dumps`` of a dict):
 done by a thread it would cost more, as the thread must take the GIL from the event loop, and a
 second's worth of lines formatted in one go (compiled code does not yield the GIL) stalls the loop
@@ -122,9 +123,9 @@ class AccessLog:
         self._queue: queue.SimpleQueue[tuple[list[str], int] | None] = queue.SimpleQueue()
         self._random = random.random
         # Characters handed over, and characters the writer is done with: what is between them
-        # waits in the queue. A sink that stops taking data (a full disk, a stderr pipe nobody reads) must not
-        # make the gateway's memory grow: past MAX_BACKLOG, batches are dropped and counted. (Two
-        # counters, each written by one thread only: no lost updates between them.)
+        # waits in the queue. A sink that stops taking data (a full disk, a stderr pipe nobody
+        # reads) must not make the gateway's memory grow: past MAX_BACKLOG, batches are dropped
+        # and counted. (Two counters, each written by one thread only: no lost updates.)
         self._handed = 0
         self._written = 0
         self.dropped = 0
