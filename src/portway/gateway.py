@@ -21,12 +21,14 @@ from typing import Any
 from portway.admin.report import config_fingerprint, worker_report
 from portway.admin.server import AdminServer, bind_admin
 from portway.admin.sources import AdminState, LocalSource
+from portway.balancing import Endpoint
 from portway.config.model import Config
 from portway.config.types import parse_host_port
 from portway.dataplane import Snapshot, assemble, retire_replaced
 from portway.deadlines import Sweeper, sweep_interval
 from portway.errors import ConfigError, ConfigIssue
 from portway.health.worker import HealthSource, WorkerHealth
+from portway.observability.stats import WorkerStats
 from portway.observability.stats_board import StatsBoard
 from portway.pki import MaterialError
 from portway.server.context import WorkerContext
@@ -79,6 +81,7 @@ class Gateway:
         self.sweeper = Sweeper(loop)
         snapshot = assemble(config, None, loop, self.sweeper)
         self.ctx = WorkerContext(loop, config.server, snapshot, self.sweeper)
+        self._count_ejections(snapshot)
         self.sweeper.interval = sweep_interval(self.ctx.smallest_timeout)
         self.sweeper.hooks.append(self._refresh_services)
         self.servers: list[asyncio.Server] = []
@@ -95,6 +98,13 @@ class Gateway:
         self.admin: AdminServer | None = None
         self.admin_address: tuple[str, int] | None = None
         self._serve_admin = admin and config.admin.address is not None
+
+    def _count_ejections(self, snapshot: Snapshot) -> None:
+        """Have the outlier detector of each new service count its ejections in this worker's
+        statistics (a service kept from the previous snapshot already does)."""
+        for name, service in snapshot.services.items():
+            if service.outlier.on_eject is None:
+                service.outlier.on_eject = _ejection_counter(self.ctx.stats, name)
 
     def _refresh_services(self, now: float) -> None:
         for service in self.ctx.snapshot.services.values():
@@ -226,6 +236,7 @@ class Gateway:
                 raise ConfigError([ConfigIssue("<listeners>", "", str(exc))]) from None
         previous = self.ctx.snapshot
         snapshot = assemble(config, previous, self.loop, self.sweeper)
+        self._count_ejections(snapshot)
         self.ctx.snapshot = snapshot
         for listener in self.listeners:
             listener.use_services(snapshot.services)
@@ -283,6 +294,13 @@ class Gateway:
             admin, self.admin = self.admin, None
             await self.loop.run_in_executor(None, admin.stop)
         return finished
+
+
+def _ejection_counter(stats: WorkerStats, service: str) -> Callable[[Endpoint], None]:
+    def ejected(endpoint: Endpoint) -> None:
+        stats.instance_ejected(service, endpoint.address)
+
+    return ejected
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -17,7 +17,7 @@ from portway.admin.server import ENDPOINTS
 from portway.config.model import Config
 from portway.observability.stats import DURATION_BUCKETS
 from tests.e2e.gateway import GatewayThread
-from tests.support.admin import AdminResponse, admin_get, wait_until
+from tests.support.admin import AdminResponse, admin_get, metric_value, wait_until
 from tests.support.backends import Backend, refused_port
 from tests.support.client import request
 
@@ -148,15 +148,17 @@ def test_an_instance_refusing_connections_shows_ejected_in_services_and_metrics(
         for i in range(4):  # round robin reaches the refusing instance; the retry answers
             assert request(g.port, "GET", f"/api/{i}").status == 200
 
-        def ejected() -> list[bool]:
-            services = admin_get(g.admin_port, "/services").json()["services"]
-            api_service = next(s for s in services if s["name"] == "api")
-            return [i["ejected"] for i in api_service["instances"]]
-
-        assert ejected() == [False, True]
+        services = admin_get(g.admin_port, "/services").json()["services"]
+        api_service = next(s for s in services if s["name"] == "api")
+        # Ejected now, and one ejection so far (a refused connect ejects at once; it lasts 5 s).
+        shown = [(i["ejected"], i["ejections"]) for i in api_service["instances"]]
+        assert shown == [(False, 0), (True, 1)]
         metrics = admin_get(g.admin_port, "/metrics").text
         assert f'portway_instance_ejected{{instance="{refused}",service="api"}} 1.0' in metrics
         assert f'portway_instance_ejected{{instance="{api.address}",service="api"}} 0.0' in metrics
+        ejections = "portway_instance_ejections_total"
+        assert metric_value(metrics, ejections, service="api", instance=refused) == 1.0
+        assert metric_value(metrics, ejections, service="api", instance=api.address) == 0.0
         assert (
             'portway_requests_total{method="GET",route="api",service="api",status_class="2xx"} 4.0'
             in metrics

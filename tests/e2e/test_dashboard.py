@@ -74,14 +74,22 @@ def test_the_dashboard_shows_the_traffic_sent_and_instance_health(tmp_path: Path
             sender = threading.Thread(target=send_api_traffic)
             sender.start()
             # While traffic flows the page shows a rate and quantiles: the screenshot then.
-            api_p50 = 'tr[data-route="api"] td[data-field="p50"]'
-            live = wait_until(lambda: (text(driver, api_p50) or "-").endswith("ms"), timeout=5)
+            quantiles = [
+                f'tr[data-{kind}="api"] td[data-field="{field}"]'
+                for kind in ("route", "service")
+                for field in ("p50", "p99")
+            ]
+
+            def showing_quantiles() -> bool:
+                return all((text(driver, q) or "-").endswith("ms") for q in quantiles)
+
+            live = wait_until(showing_quantiles, timeout=5)
             time.sleep(1.0)  # a few more polls for the charts
             ARTIFACTS.mkdir(exist_ok=True)
             assert driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
             assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
             sender.join(30)
-            assert live, "the page never showed a p50 while requests were sent"
+            assert live, "the page never showed p50 and p99 while requests were sent"
             assert statuses == [200] * API_REQUESTS
             api_requests = 'tr[data-route="api"] td[data-field="requests"]'
             assert wait_until(lambda: text(driver, api_requests) == str(API_REQUESTS)), text(
@@ -106,11 +114,30 @@ def test_the_dashboard_shows_the_traffic_sent_and_instance_health(tmp_path: Path
             assert text(driver, refused.format("kind")) == "rate_limit"
             assert text(driver, "#workers") == "1"
             assert text(driver, "#reloads-success") == "0"
-            lines = driver.execute_script(
-                "return document.querySelectorAll('tr[data-route=\"api\"] svg.chart polyline')"
-                ".length"
-            )
-            assert lines == 2
+            for row in ('tr[data-route="api"]', 'tr[data-service="api"]'):
+                lines = driver.execute_script(
+                    "return document.querySelectorAll(arguments[0] + ' svg.chart polyline').length",
+                    row,
+                )
+                assert lines == 2, row
+            # The api service's second instance refuses connections: the outlier detection ejects
+            # it (again when an ejection ends while traffic still flows); the page shows what
+            # /services says.
+            refusing = g.config.services["api"].instances[1].address
+            instance = f'tr[data-instance="api/{refusing}"] td[data-field="{{}}"]'
+
+            def ejections_shown() -> tuple[str, str] | None:
+                services = admin_get(g.admin_port, "/services", token=TOKEN).json()["services"]
+                api_service = next(s for s in services if s["name"] == "api")
+                state = api_service["instances"][1]
+                expected = ("ejected" if state["ejected"] else "no", str(state["ejections"]))
+                shown = (
+                    text(driver, instance.format("ejected")),
+                    text(driver, instance.format("ejections")),
+                )
+                return expected if shown == expected and state["ejections"] >= 1 else None
+
+            assert wait_until(ejections_shown), text(driver, "#instances")
             assert console_errors(driver) == []
 
             # An accepted reload appears in the list of recent reloads.

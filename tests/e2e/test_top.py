@@ -81,6 +81,19 @@ def test_once_prints_one_frame_with_the_counts_sent_and_instances() -> None:
             "unchecked",
             "no",
             "0",
+            "0",
+        ]
+        # The api service's second instance refuses connections: ejected by the first refusal.
+        refused = g.config.services["api"].instances[1].address
+        line = next(line for line in lines if refused in line)
+        assert [p.strip() for p in line.split("│")[1:-1]] == [
+            "api",
+            refused,
+            "3",
+            "unchecked",
+            "ejected",
+            "1",
+            "0",
         ]
         assert "reloads: 0 succeeded, 0 failed, last success never" in lines
 

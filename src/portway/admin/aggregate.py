@@ -25,6 +25,7 @@ COUNTERS = (
     "bytes_out",
     "retries",
     "overflows",
+    "ejections",
     "errors",
     "policy_rejections",
     "tls_handshakes",
@@ -53,6 +54,7 @@ class Totals:
     bytes_out: dict[tuple[str, ...], int] = field(default_factory=dict)
     retries: dict[tuple[str, ...], int] = field(default_factory=dict)
     overflows: dict[tuple[str, ...], int] = field(default_factory=dict)
+    ejections: dict[tuple[str, ...], int] = field(default_factory=dict)  # (service, instance)
     errors: dict[tuple[str, ...], int] = field(default_factory=dict)
     policy_rejections: dict[tuple[str, ...], int] = field(default_factory=dict)
     # Rate-limit policies' live state merged over the live workers (admin.rate_limits.merge).

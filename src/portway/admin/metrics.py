@@ -93,9 +93,10 @@ LOCAL_ERRORS = MetricSpec(
 POLICY_REJECTIONS = MetricSpec(
     "portway_policy_rejections_total",
     "counter",
-    "Requests a policy refused (401 authentication, 429 rate limit), by route, policy, kind and "
-    "reason: missing_credentials, invalid_credentials, expired_credentials, rate_limited, "
-    "address_refused or policy_unavailable.",
+    "Requests a policy refused (401 authentication, 403 address or CORS, 429 rate limit, 503 "
+    "policy unavailable), by route, policy, kind and reason: missing_credentials, "
+    "invalid_credentials, expired_credentials, rate_limited, address_refused, cors_refused or "
+    "policy_unavailable.",
     ("route", "policy", "kind", "reason"),
 )
 RATE_LIMIT_KEYS = MetricSpec(
@@ -127,6 +128,12 @@ INSTANCE_EJECTED = MetricSpec(
     "portway_instance_ejected",
     "gauge",
     "1 if the outlier detection of any worker holds the instance ejected, else 0.",
+    ("service", "instance"),
+)
+INSTANCE_EJECTIONS = MetricSpec(
+    "portway_instance_ejections_total",
+    "counter",
+    "Outlier ejections of the instance started, summed over workers (each ejects on its own).",
     ("service", "instance"),
 )
 INSTANCE_ACTIVE = MetricSpec(
@@ -248,8 +255,13 @@ ALL = (
     RETRIES,
     OVERFLOWS,
     LOCAL_ERRORS,
+    POLICY_REJECTIONS,
+    RATE_LIMIT_KEYS,
+    RATE_LIMIT_STORE_UP,
+    RATE_LIMIT_STORE_ERRORS,
     INSTANCE_HEALTHY,
     INSTANCE_EJECTED,
+    INSTANCE_EJECTIONS,
     INSTANCE_ACTIVE,
     RELOADS,
     LAST_RELOAD,
@@ -353,6 +365,9 @@ def families(view: MetricsView) -> Iterator[Metric]:
         active[key] = float(reported.active) if reported is not None else 0.0
     yield _gauge(INSTANCE_HEALTHY, healthy)
     yield _gauge(INSTANCE_EJECTED, ejected)
+    # Every configured instance has a sample from the start (0), so `increase()` sees the first
+    # ejection; instances a reload removed keep theirs.
+    yield _counter(INSTANCE_EJECTIONS, dict.fromkeys(view.instances, 0) | totals.ejections)
     yield _gauge(INSTANCE_ACTIVE, active)
     reloads: dict[tuple[str, ...], int] = {
         ("success",): totals.reloads_ok,

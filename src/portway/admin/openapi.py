@@ -97,6 +97,10 @@ _SCHEMAS: dict[str, Any] = {
             "healthy": _BOOL,
             "ejected": {**_BOOL, "description": "Ejected by the outlier detection of any worker."},
             "ejected_by_workers": _INT,
+            "ejections": {
+                **_INT,
+                "description": "Outlier ejections of the instance so far, summed over workers.",
+            },
             "active_requests": _INT,
         }
     ),

@@ -2,7 +2,7 @@
 
 Polls the admin API's ``/stats`` every ``interval`` seconds and shows, from the last two answers
 (``portway.admin.rates``), per route and per service the requests, 5xx, requests/s, 5xx/s, p50 and
-p99, then every instance's health and ejection, reload counts and the gateway's own errors.
+p99, then every instance's health and ejections, reload counts and the gateway's own errors.
 """
 
 from __future__ import annotations
@@ -104,8 +104,9 @@ def frame(stats: dict[str, Any], live: LiveNumbers, source: str) -> RenderableTy
     routes = _numbers_table("Routes", live.routes, services)
     by_service = _numbers_table("Services", live.services, {})
     instances = Table(title="Instances", title_justify="left")
-    for name in ("service", "instance", "weight", "health", "ejected", "in flight"):
-        instances.add_column(name, justify="right" if name in ("weight", "in flight") else "left")
+    numeric = ("weight", "ejections", "in flight")
+    for name in ("service", "instance", "weight", "health", "ejected", "ejections", "in flight"):
+        instances.add_column(name, justify="right" if name in numeric else "left")
     for service in stats["services"]:
         for instance in service["instances"]:
             health = instance["health"]
@@ -115,6 +116,7 @@ def frame(stats: dict[str, Any], live: LiveNumbers, source: str) -> RenderableTy
                 str(instance["weight"]),
                 Text(health, style=_HEALTH_STYLE.get(health, "dim")),
                 Text("ejected", style="bold red") if instance["ejected"] else "no",
+                str(instance["ejections"]),
                 str(instance["active_requests"]),
             )
     reloads = stats["reloads"]

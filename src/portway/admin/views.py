@@ -111,6 +111,7 @@ def services_json(config: Config, totals: Totals, health: InstanceHealth) -> dic
                     "healthy": state != "unhealthy",
                     "ejected": reported is not None and reported.ejected_by > 0,
                     "ejected_by_workers": reported.ejected_by if reported is not None else 0,
+                    "ejections": totals.ejections.get(key, 0),
                     "active_requests": reported.active if reported is not None else 0,
                 }
             )

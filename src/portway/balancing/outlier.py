@@ -123,6 +123,7 @@ class OutlierDetector:
         "config",
         "enabled",
         "endpoints",
+        "on_eject",
         "slow_start",
     )
 
@@ -156,6 +157,10 @@ class OutlierDetector:
         self._back_since = [now] * count
         self._reason = [""] * count
         self._windows = [_RateWindow(rate.window) for _ in range(count)] if rate else []
+        # Told of each ejection as it starts. ``endpoint.ejections`` decays and this detector is
+        # replaced when its service's config changes, so neither can tell how many ejections
+        # happened: whoever counts them (the worker's statistics) keeps its own total.
+        self.on_eject: Callable[[Endpoint], None] | None = None
 
     # ------------------------------------------------------------------------------- events
 
@@ -233,6 +238,8 @@ class OutlierDetector:
         self._connect[index] = 0
         if self._windows:
             self._windows[index].clear()
+        if self.on_eject is not None:
+            self.on_eject(endpoint)
 
     # ---------------------------------------------------------------------------- periodic
 

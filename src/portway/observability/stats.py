@@ -97,6 +97,8 @@ class WorkerStats:
         self.upstream_duration: dict[str, Histogram] = {}
         self.retries: dict[str, int] = {}
         self.overflows: dict[tuple[str, str], int] = {}
+        # Outlier ejections started, by (service, instance address): events, not the state.
+        self.ejections: dict[tuple[str, str], int] = {}
         self.errors: dict[str, int] = {}  # portway-error causes of local answers
         # Requests a policy refused, by (route, policy, kind, reason).
         self.policy_rejections: dict[tuple[str, str, str, str], int] = {}
@@ -178,6 +180,10 @@ class WorkerStats:
         key = (service, limit)
         self.overflows[key] = self.overflows.get(key, 0) + 1
 
+    def instance_ejected(self, service: str, address: str) -> None:
+        key = (service, address)
+        self.ejections[key] = self.ejections.get(key, 0) + 1
+
     def policy_rejected(self, route: str, policy: str, kind: str, reason: str) -> None:
         key = (route, policy, kind, reason)
         self.policy_rejections[key] = self.policy_rejections.get(key, 0) + 1
@@ -234,6 +240,7 @@ class WorkerStats:
             "bytes_out": [[*k, c.bytes_out] for k, c in self.routes.items()],
             "retries": [[k, v] for k, v in self.retries.items()],
             "overflows": [[*k, v] for k, v in self.overflows.items()],
+            "ejections": [[*k, v] for k, v in self.ejections.items()],
             "errors": [[k, v] for k, v in self.errors.items()],
             "policy_rejections": [[*k, v] for k, v in self.policy_rejections.items()],
             "connections_total": self.connections_total,

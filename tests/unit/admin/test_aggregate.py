@@ -125,6 +125,32 @@ def test_every_metric_is_defined_once_with_help_and_the_portway_prefix() -> None
     text = render(registry_for(lambda: MetricsView(aggregate([]), {}, ())), "")[0].decode()
     for spec in ALL:
         assert f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.kind}\n" in text
+    # ...and every family exposed is one of them: none rendered past the list.
+    exposed = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert sorted(exposed) == sorted(names)
+
+
+def test_ejection_events_sum_over_workers_and_outlive_a_replaced_worker() -> None:
+    def ejecting(pid: int, times: int) -> dict[str, Any]:
+        stats = WorkerStats()
+        stats.pid = pid
+        for _ in range(times):
+            stats.instance_ejected("web", "10.0.0.2:80")
+        return stats.snapshot() | {"instances": []}
+
+    instances = (("web", "10.0.0.1:80"), ("web", "10.0.0.2:80"))
+    found = rendered([ejecting(1, 2), ejecting(2, 1)], instances=instances)
+
+    def ejections(address: str) -> float:
+        labels = (("instance", address), ("service", "web"))
+        return found[("portway_instance_ejections_total", labels)]
+
+    assert ejections("10.0.0.2:80") == 3
+    assert ejections("10.0.0.1:80") == 0  # never ejected: a sample all the same
+    aggregator = Aggregator()
+    aggregator.observe([ejecting(1, 2)])
+    totals, _ = aggregator.observe([ejecting(3, 1)])  # slot 0 restarted, counting from zero
+    assert totals.ejections == {("web", "10.0.0.2:80"): 3}
 
 
 def test_a_replaced_worker_keeps_its_counts_and_a_failed_read_keeps_the_last_report() -> None:

@@ -379,7 +379,10 @@ def test_describe() -> None:
     for _ in range(5):
         outliers.failure(first, "5xx")
     clock.now = START + 1.8
-    assert outliers.describe(first) == "ejected 1 time, back in 3.2s: 5 consecutive 5xx, resets or timeouts"
+    assert (
+        outliers.describe(first)
+        == "ejected 1 time, back in 3.2s: 5 consecutive 5xx, resets or timeouts"
+    )
     clock.now = first.down_until
     outliers.failure(first, "connect")
     assert outliers.describe(first) == (
@@ -439,3 +442,17 @@ def test_no_endpoints() -> None:
     outliers = OutlierDetector(OutlierDetectionConfig(), [])
     outliers.refresh()
     assert outliers.ejected_count() == 0
+
+
+def test_each_ejection_is_reported_once_even_after_the_count_decays() -> None:
+    outliers, (first, second), clock = detector(consecutive_connect_failures=1)
+    reported: list[Endpoint] = []
+    outliers.on_eject = reported.append
+    assert outliers.failure(first, "connect") is True
+    assert not outliers.failure(first, "connect")  # already ejected: no second event
+    clock.now += 5.0 + DECAY_INTERVAL  # back in service, and long enough to decay once
+    outliers.refresh()
+    assert first.ejections == 0
+    assert outliers.failure(first, "connect") is True
+    assert outliers.failure(second, "5xx") is False
+    assert reported == [first, first]

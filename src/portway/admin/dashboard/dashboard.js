@@ -225,7 +225,7 @@ function render(stats, live) {
     return tr;
   });
   const instances = stats.services.flatMap((s) => s.instances.map((i) => [s.name, i]));
-  fill("instances", instances, 6, ([service, instance]) => {
+  fill("instances", instances, 7, ([service, instance]) => {
     const tr = document.createElement("tr");
     tr.dataset.instance = `${service}/${instance.address}`;
     cell(tr, service, "service");
@@ -233,6 +233,7 @@ function render(stats, live) {
     cell(tr, String(instance.weight), "weight", "num");
     cell(tr, instance.health, "health", "health-" + instance.health);
     cell(tr, instance.ejected ? "ejected" : "no", "ejected", instance.ejected ? "ejected" : "");
+    cell(tr, String(instance.ejections), "ejections", "num");
     cell(tr, String(instance.active_requests), "active", "num");
     return tr;
   });
