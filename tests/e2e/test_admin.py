@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate as validate_openapi
 
-from portway.admin.server import ENDPOINTS
+from portway.admin.server import ASSETS, ENDPOINTS
 from portway.config.model import Config
 from portway.observability.stats import DURATION_BUCKETS
 from tests.e2e.gateway import GatewayThread
@@ -66,22 +66,19 @@ def test_health_ready_config_routes_services_and_openapi() -> None:
         document = admin_get(port, "/openapi.json").json()
         validate_openapi(document)
         assert document["openapi"] == "3.1.0" and "security" not in document
-        assert (
-            set(document["paths"])
-            == set(ENDPOINTS)
-            == {
-                "/healthz",
-                "/readyz",
-                "/config",
-                "/routes",
-                "/services",
-                "/certificates",
-                "/ratelimits",
-                "/stats",
-                "/metrics",
-                "/openapi.json",
-            }
-        )
+        assert set(document["paths"]) == set(ENDPOINTS) | set(ASSETS)
+        assert set(ENDPOINTS) == {
+            "/healthz",
+            "/readyz",
+            "/config",
+            "/routes",
+            "/services",
+            "/certificates",
+            "/ratelimits",
+            "/stats",
+            "/metrics",
+            "/openapi.json",
+        }
 
         health = admin_get(port, "/healthz")
         assert (health.status, health.json()) == (200, {"status": "ok"})
@@ -237,21 +234,7 @@ def test_a_draining_gateway_is_not_ready() -> None:
 TOKEN = "s3cret-admin-token"
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/healthz",
-        "/readyz",
-        "/config",
-        "/routes",
-        "/services",
-        "/certificates",
-        "/stats",
-        "/metrics",
-        "/openapi.json",
-        "/nowhere",
-    ],
-)
+@pytest.mark.parametrize("path", [*ENDPOINTS, "/nowhere"])
 def test_every_endpoint_needs_the_token_when_one_is_set(path: str) -> None:
     with Backend("web") as web, Backend("api") as api:
         cfg = config(web.address, api.address, admin={"address": "127.0.0.1:0", "token": TOKEN})
@@ -271,6 +254,29 @@ def test_every_endpoint_needs_the_token_when_one_is_set(path: str) -> None:
                 validate_openapi(document)
                 assert document["security"] == [{"bearer": []}]
                 assert "401" in document["paths"]["/metrics"]["get"]["responses"]
+
+
+def test_every_path_is_served_as_the_openapi_document_describes_it() -> None:
+    """Each documented path answers 200 with a declared media type and, for JSON, the declared
+    schema; it needs the token exactly when the document says so (401 listed)."""
+    with Backend("web") as web, Backend("api") as api:
+        cfg = config(web.address, api.address, admin={"address": "127.0.0.1:0", "token": TOKEN})
+        with GatewayThread(cfg, admin=True) as g:
+            assert request(g.port, "GET", "/api/1").status == 200  # something to count
+            document = admin_get(g.admin_port, "/openapi.json", token=TOKEN).json()
+            for path, item in document["paths"].items():
+                declared = item["get"]["responses"]
+                anonymous = admin_get(g.admin_port, path)
+                assert anonymous.status == (401 if "401" in declared else 200), path
+                served = admin_get(g.admin_port, path, token=TOKEN)
+                assert served.status == 200, (path, served.text)
+                media_type = served.headers["content-type"].split(";")[0]
+                content = declared["200"]["content"]
+                assert media_type in content, (path, media_type, list(content))
+                if media_type == "application/json" and "schema" in content[media_type]:
+                    check_against_openapi(document, path, served)
+            # Nothing is served that the document leaves out: any other path is a 404.
+            assert admin_get(g.admin_port, "/dashboard/other.js", token=TOKEN).status == 404
 
 
 def test_stats_counts_requests_per_route_and_service() -> None:

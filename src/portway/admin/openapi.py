@@ -340,6 +340,16 @@ def _get(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any
     return {"get": {"summary": summary, "responses": responses, **extra}}
 
 
+def _asset(summary: str, media_type: str) -> dict[str, Any]:
+    """A file of the dashboard: served without the token (it holds no data; a browser opening
+    the page cannot send a header), hence ``security: []`` whatever the document's default."""
+    content = {media_type: {"schema": _STRING}}
+    return _get(summary, {"200": {"description": "The file", "content": content}}, security=[])
+
+
+_PAGE = "The dashboard: a page that polls `/stats` (the token from the URL fragment `#token=`)."
+
+
 def openapi_document(token_required: bool) -> dict[str, Any]:
     config_schema = Config.model_json_schema(mode="serialization", ref_template=_REF)
     schemas = {**_SCHEMAS, **config_schema.pop("$defs", {}), "Config": config_schema}
@@ -402,14 +412,19 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
             "This document.",
             {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
         ),
+        "/": _asset(_PAGE, "text/html"),
+        "/dashboard": _asset(_PAGE, "text/html"),
+        "/dashboard/dashboard.js": _asset("The dashboard's script.", "text/javascript"),
+        "/dashboard/dashboard.css": _asset("The dashboard's style sheet.", "text/css"),
     }
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "Portway admin API",
             "version": "1",
-            "description": "Health, configuration, routes, services and metrics of a Portway "
-            "gateway, on its own listener (`admin.address`).",
+            "description": "Health, configuration, routes, services, certificates, rate limits, "
+            "metrics and the dashboard of a Portway gateway, on its own listener "
+            "(`admin.address`).",
         },
         "paths": paths,
         "components": {"schemas": schemas},
@@ -421,5 +436,6 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
         document["security"] = [{"bearer": []}]
         unauthorized = {"description": "Missing or wrong bearer token"}
         for item in paths.values():
-            item["get"]["responses"]["401"] = unauthorized
+            if item["get"].get("security") != []:
+                item["get"]["responses"]["401"] = unauthorized
     return document
