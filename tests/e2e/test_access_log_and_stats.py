@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.gateway import GatewayThread
 from tests.support.backends import Backend
-from tests.support.client import KeepAliveClient, request
+from tests.support.client import KeepAliveClient, build_request, request, send_raw
 
 
 def config(address: str, log_path: Path, **access_log: Any) -> dict[str, Any]:
@@ -94,6 +95,55 @@ def test_combined_format_and_sampling_keeps_errors(tmp_path: Path) -> None:
         r'503 \d+ "-" "q\\"t"',
         line,
     ), line
+
+
+def test_common_format_line_has_the_request_and_the_bytes_sent(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    with Backend() as backend, GatewayThread(config(backend.address, log, format="common")) as g:
+        before = time.time()
+        raw = send_raw(
+            g.port,
+            build_request(
+                "POST", "/items/9?api_key=SECRET1", headers={"Connection": "close"}, body=b"abc"
+            ),
+        )
+        (line,) = read_lines(log, 1)
+        after = time.time()
+    match = re.fullmatch(r'(\S+) - (\S+) \[([^]]+)\] "POST /items/9 HTTP/1\.1" (\d{3}) (\d+)', line)
+    assert match, line
+    client, user, when, status, size = match.groups()
+    assert (client, user, status) == ("127.0.0.1", "-", "200")
+    assert int(size) == len(raw)  # every byte the client received, head included
+    logged = datetime.strptime(when, "%d/%b/%Y:%H:%M:%S %z").timestamp()
+    assert int(before) <= logged <= after
+    assert "SECRET" not in line
+
+
+def test_sampling_keeps_about_its_share_and_every_5xx(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    sent, rate, errors = 400, 0.25, 3
+
+    def logged() -> list[dict[str, Any]]:
+        text = log.read_text() if log.exists() else ""
+        return [json.loads(line) for line in text.splitlines()]
+
+    with (
+        Backend() as backend,
+        GatewayThread(config(backend.address, log, sample_rate=rate)) as g,
+        KeepAliveClient(g.port) as client,
+    ):
+        for i in range(sent):
+            assert client.request("GET", f"/ok/{i}").status == 200
+        for _ in range(errors):  # last: once they are written, every line before them is
+            assert client.request("GET", "/status/502").status == 502
+        deadline = time.monotonic() + 5
+        while [e["status"] for e in logged()].count(502) < errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+    entries = logged()
+    assert [e["status"] for e in entries].count(502) == errors
+    kept = sum(1 for e in entries if e["status"] == 200)
+    # Binomial(400, 0.25): mean 100, standard deviation 8.7; this band is about 4.6 of them.
+    assert 60 <= kept <= 140, kept
 
 
 def test_worker_stats_count_by_route_service_method_and_status(tmp_path: Path) -> None:
