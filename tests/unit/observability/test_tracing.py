@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -26,6 +20,7 @@ from portway.observability.trace_context import (
     sampled_by_ratio,
 )
 from portway.observability.tracing import Finished, Tracing, traces_url
+from tests.support.otlp import OtlpReceiver
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER = "00f067aa0ba902b7"
@@ -207,47 +202,18 @@ def test_tracing_config_defaults_and_checks() -> None:
 # -- a real OTLP/HTTP receiver on loopback ----------------------------------------------------------
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    requests: list[tuple[str, str, ExportTraceServiceRequest]] = []
-    arrived = threading.Event()
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        message = ExportTraceServiceRequest()
-        message.ParseFromString(body)
-        self.requests.append((self.path, self.headers["Content-Type"], message))
-        reply = ExportTraceServiceResponse().SerializeToString()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-        self.arrived.set()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 def test_spans_reach_an_otlp_http_receiver() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        port = server.server_address[1]
-        config = TracingConfig(
-            enabled=True, otlp_endpoint=f"http://127.0.0.1:{port}", service_name="edge"
-        )
+    with OtlpReceiver() as receiver:
+        config = TracingConfig(enabled=True, otlp_endpoint=receiver.endpoint, service_name="edge")
         tracing = Tracing(config)
         finished = _retried_exchange(tracing.propagator)
         tracing.add(finished)
         assert tracing.force_flush(10.0)
         tracing.close()
-        assert _Receiver.arrived.wait(5.0)
-    finally:
-        server.shutdown()
-        server.server_close()
-    path, content_type, message = _Receiver.requests[0]
-    assert (path, content_type) == ("/v1/traces", "application/x-protobuf")
+        assert receiver.wait_for_spans(3, timeout=5.0)
+    export = receiver.exports[0]
+    assert (export.path, export.content_type) == ("/v1/traces", "application/x-protobuf")
+    message = export.message
     (resource_spans,) = message.resource_spans
     resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
     assert resource["service.name"] == "edge"
