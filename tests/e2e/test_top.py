@@ -17,8 +17,10 @@ from portway.admin.rates import live_numbers
 from portway.admin.top import fetch_stats, frame
 from tests.e2e.gateway import GatewayThread
 from tests.e2e.test_admin import config
+from tests.support.admin import wait_until
 from tests.support.backends import Backend
 from tests.support.client import request
+from tests.support.processes import run_portway
 
 TOKEN = "top-token"
 TOP = (sys.executable, "-m", "portway", "top")
@@ -171,3 +173,30 @@ def test_ctrl_c_ends_the_live_view_with_exit_code_0() -> None:
         assert top.returncode == 0, err
         # Off a terminal, rich's Live prints the last frame when it stops.
         assert cells(out.splitlines(), "api")[:3] == ["api", "api", "1"]
+
+
+def test_the_frame_shows_policy_refusals_and_why_the_last_reload_was_refused() -> None:
+    """Against ``portway run``: its supervisor decides reloads, and a refused one says why."""
+    config_text = (
+        'listeners: [{address: "127.0.0.1:0"}]\n'
+        'services:\n  web: {instances: ["%s"]}\n'
+        "policies:\n  tight: {rate_limit: {requests: 1, per: 1m}}\n"
+        "routes:\n  - {name: site, path: /, service: web, policies: [tight]}\n"
+        "server: {access_log: {enabled: false}}\n"
+    )
+    with Backend("web") as web, run_portway(config_text % web.address) as gw:
+        assert [request(gw.port, "GET", "/").status for _ in range(3)] == [200, 429, 429]
+        gw.config_path.write_text("routes: [")
+        gw.proc.send_signal(signal.SIGHUP)
+        gw.wait_for_stderr(r"SIGHUP: the new config is invalid")
+
+        def frame_lines() -> list[str] | None:
+            lines = portway_top("--admin", f"127.0.0.1:{gw.admin_port}", "--once", token=None)
+            return lines if "refused by policies: site/tight rate_limited 2" in lines else None
+
+        lines = wait_until(frame_lines)  # the worker reports about once a second
+        assert lines, portway_top("--admin", f"127.0.0.1:{gw.admin_port}", "--once", token=None)
+    (reloads,) = [line for line in lines if line.startswith("reloads: ")]
+    assert reloads.startswith("reloads: 0 succeeded, 1 failed, last success never; last attempt ")
+    assert "refused at " in reloads and str(gw.config_path) in reloads
+    assert "gateway errors: rate_limited 2" in lines

@@ -2,7 +2,8 @@
 
 Polls the admin API's ``/stats`` every ``interval`` seconds and shows, from the last two answers
 (``portway.admin.rates``), per route and per service the requests, 5xx, requests/s, 5xx/s, p50 and
-p99, then every instance's health and ejections, reload counts and the gateway's own errors.
+p99, then every instance's health and ejections, reload counts (and why the last attempt was
+refused, if it was), requests refused by policies and the gateway's own errors.
 """
 
 from __future__ import annotations
@@ -123,11 +124,33 @@ def frame(stats: dict[str, Any], live: LiveNumbers, source: str) -> RenderableTy
     last = reloads["last_success"]
     footer = Text(
         f"reloads: {reloads['success']} succeeded, {reloads['failure']} failed, last success "
-        + (datetime.fromtimestamp(float(last)).strftime("%Y-%m-%d %H:%M:%S") if last else "never")
+        + (_when(last) if last else "never")
+    )
+    recent = reloads["recent"]
+    if recent and not recent[0]["ok"]:  # the newest attempt was refused: say why, briefly
+        why = (recent[0]["error"] or "").strip().splitlines()
+        footer.append(
+            f"; last attempt refused at {_when(recent[0]['time'])}: {why[0] if why else '?'}",
+            style="red",
+        )
+    refused = ", ".join(
+        f"{r['route']}/{r['policy']} {r['reason']} {r['count']}" for r in stats["policy_rejections"]
     )
     errors = stats["errors"]
     causes = ", ".join(f"{cause} {count}" for cause, count in errors.items()) or "none"
-    return Group(header, routes, by_service, instances, footer, Text(f"gateway errors: {causes}"))
+    return Group(
+        header,
+        routes,
+        by_service,
+        instances,
+        footer,
+        Text(f"refused by policies: {refused or 'none'}"),
+        Text(f"gateway errors: {causes}"),
+    )
+
+
+def _when(unix: float) -> str:
+    return datetime.fromtimestamp(float(unix)).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def run_top(
