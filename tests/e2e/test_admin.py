@@ -346,6 +346,36 @@ def test_the_dashboard_is_served_from_the_package_without_the_token() -> None:
             assert admin_get(g.admin_port, "/stats").status == 401
 
 
+def test_config_shows_no_secret() -> None:
+    """API keys, JWT secrets, the admin token and URL passwords are redacted in /config (the
+    fields the model marks writeOnly, as the OpenAPI document says); nothing else changes."""
+    api_key = "k" * 24
+    jwt_secret = "an-hmac-secret-of-at-least-32-bytes!"
+    redis_password = "redis-pass-1234"
+    with Backend("web") as web, Backend("api") as api:
+        cfg = config(web.address, api.address, admin={"address": "127.0.0.1:0", "token": TOKEN})
+        cfg["policies"] = {
+            "keys": {"api_key": {"keys": [{"consumer": "acme", "key": api_key}]}},
+            "tokens": {"jwt": {"algorithms": ["HS256"], "secret": jwt_secret}},
+        }
+        cfg["redis"] = {"url": f"redis://ops:{redis_password}@127.0.0.1:6390/0"}
+        with GatewayThread(cfg, admin=True) as g:
+            shown = admin_get(g.admin_port, "/config", token=TOKEN)
+            document = admin_get(g.admin_port, "/openapi.json", token=TOKEN).json()
+    for secret in (api_key, jwt_secret, redis_password, TOKEN):
+        assert secret not in shown.text
+    expected = g.config.model_dump(mode="json")
+    expected["admin"]["token"] = "<redacted>"
+    expected["policies"]["keys"]["api_key"]["keys"][0]["key"] = "<redacted>"
+    expected["policies"]["tokens"]["jwt"]["secret"] = "<redacted>"
+    expected["redis"]["url"] = "redis://ops:<redacted>@127.0.0.1:6390/0"
+    assert shown.json() == expected
+    check_against_openapi(document, "/config", shown)
+    schemas = document["components"]["schemas"]
+    for model, field in (("ApiKeyEntry", "key"), ("JwtConfig", "secret"), ("AdminConfig", "token")):
+        assert schemas[model]["properties"][field]["writeOnly"] is True
+
+
 def test_unknown_paths_and_other_methods() -> None:
     with (
         Backend("web") as web,

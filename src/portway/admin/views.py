@@ -10,11 +10,15 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel
 
 from portway.acme.status import read_status, status_path
 from portway.admin.aggregate import Totals
 from portway.admin.metrics import InstanceHealth
 from portway.config.model import Config
+from portway.config.types import SECRET
 from portway.health.state import HealthState
 from portway.routing import CompiledRoute, HostTable, RouteTable, compile_routes, render_table
 
@@ -32,12 +36,58 @@ class ServiceName:
 
 
 def config_json(config: Config) -> dict[str, Any]:
-    """The config as JSON, the admin token replaced: whoever reads it already has the token, but
-    it must not end up in a dashboard, a log or a support ticket."""
+    """The config as JSON with its secrets replaced by ``<redacted>``: the fields the model marks
+    ``SECRET`` (the admin token, API keys, JWT secrets) and passwords in URLs (Redis). Without a
+    token anyone on the machine may read it, and with one what it shows still ends up in
+    dashboards, logs and support tickets."""
     data: dict[str, Any] = config.model_dump(mode="json")
-    if data.get("admin", {}).get("token") is not None:
-        data["admin"]["token"] = REDACTED
+    _redact(config, data)
     return data
+
+
+def _redact(model: BaseModel, data: dict[str, Any]) -> None:
+    """Replace, in ``data`` (``model`` dumped as JSON), what ``model`` holds secret."""
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if value is None:
+            continue
+        if field.json_schema_extra == SECRET:
+            data[name] = REDACTED
+        elif isinstance(value, str):
+            data[name] = _without_password(value)
+        else:
+            for item, dumped in _nested(value, data[name]):
+                _redact(item, dumped)
+
+
+def _nested(value: object, dumped: Any) -> list[tuple[BaseModel, dict[str, Any]]]:
+    """The models in a field's value (itself, or the items of a list or dict), each with its
+    dumped JSON."""
+    if isinstance(value, BaseModel):
+        return [(value, dumped)]
+    if isinstance(value, list | tuple):
+        pairs = list(zip(value, dumped, strict=True))
+    elif isinstance(value, dict):
+        pairs = [(item, dumped[key]) for key, item in value.items()]
+    else:
+        return []
+    return [(item, data) for item, data in pairs if isinstance(item, BaseModel)]
+
+
+def _without_password(text: str) -> str:
+    """``text``, or the URL it is with the password of its user info replaced."""
+    if "://" not in text or "@" not in text:
+        return text
+    try:
+        parts = urlsplit(text)
+        has_password = parts.password is not None
+    except ValueError:
+        return text
+    if not has_password:
+        return text
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostport}"))
 
 
 def route_table(config: Config) -> RouteTable[ServiceName]:

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from portway.config.types import Address, parse_host_port
+from portway.config.types import SECRET, Address, parse_host_port
 
 
 class _Model(BaseModel):
@@ -73,6 +73,7 @@ class AdminConfig(_Model):
         None,
         description="Bearer token the admin API requires; mandatory when the address is not "
         "loopback.",
+        json_schema_extra=SECRET,
     )
 
     @model_validator(mode="after")

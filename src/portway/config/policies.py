@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from portway.config.cors import CorsConfig
-from portway.config.types import Cidr, Duration, FilePath
+from portway.config.types import SECRET, Cidr, Duration, FilePath
 
 
 class _Model(BaseModel):
@@ -55,7 +55,11 @@ class ApiKeyEntry(_Model):
     consumer: ConsumerName = Field(
         description="Who presents this key (logs, metrics, upstream header)."
     )
-    key: str | None = Field(None, description="The key itself (at least 16 characters).")
+    key: str | None = Field(
+        None,
+        description="The key itself (at least 16 characters).",
+        json_schema_extra=SECRET,
+    )
     key_sha256: str | None = Field(
         None, description="SHA-256 of the key, 64 hex digits, so the file holds no secret."
     )
@@ -155,7 +159,9 @@ class JwtConfig(_Model):
     algorithms: list[JwtAlgorithm] = Field(
         min_length=1, description="Accepted `alg` values; never `none`."
     )
-    secret: str | None = Field(None, description="Shared secret for HS* algorithms.")
+    secret: str | None = Field(
+        None, description="Shared secret for HS* algorithms.", json_schema_extra=SECRET
+    )
     public_key_file: FilePath | None = Field(
         None, description="PEM public key for RS*, PS*, ES* or EdDSA."
     )

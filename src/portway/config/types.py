@@ -7,9 +7,14 @@ import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 
-from pydantic import AfterValidator, BeforeValidator, ValidationInfo
+from pydantic import AfterValidator, BeforeValidator, JsonValue, ValidationInfo
+
+# Marks a field whose value is a secret (``json_schema_extra=SECRET``): JSON Schema's ``writeOnly``
+# (the value goes in, it does not come back out), so the admin API's ``/config`` shows it redacted
+# and its OpenAPI document says so.
+SECRET: Final[dict[str, JsonValue]] = {"writeOnly": True}
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
