@@ -16,6 +16,7 @@ from openapi_spec_validator import validate as validate_openapi
 from portway.admin.server import ASSETS, ENDPOINTS
 from portway.config.model import Config
 from portway.observability.stats import DURATION_BUCKETS
+from portway.policies.basic_auth import hash_password
 from tests.e2e.gateway import GatewayThread
 from tests.support.admin import AdminResponse, admin_get, metric_value, wait_until
 from tests.support.backends import Backend, refused_port
@@ -352,27 +353,35 @@ def test_config_shows_no_secret() -> None:
     api_key = "k" * 24
     jwt_secret = "an-hmac-secret-of-at-least-32-bytes!"
     redis_password = "redis-pass-1234"
+    password_hash = hash_password("correct horse battery staple")
     with Backend("web") as web, Backend("api") as api:
         cfg = config(web.address, api.address, admin={"address": "127.0.0.1:0", "token": TOKEN})
         cfg["policies"] = {
             "keys": {"api_key": {"keys": [{"consumer": "acme", "key": api_key}]}},
             "tokens": {"jwt": {"algorithms": ["HS256"], "secret": jwt_secret}},
+            "staff": {"basic_auth": {"users": [{"name": "ops", "password_hash": password_hash}]}},
         }
         cfg["redis"] = {"url": f"redis://ops:{redis_password}@127.0.0.1:6390/0"}
         with GatewayThread(cfg, admin=True) as g:
             shown = admin_get(g.admin_port, "/config", token=TOKEN)
             document = admin_get(g.admin_port, "/openapi.json", token=TOKEN).json()
-    for secret in (api_key, jwt_secret, redis_password, TOKEN):
+    for secret in (api_key, jwt_secret, redis_password, password_hash, TOKEN):
         assert secret not in shown.text
     expected = g.config.model_dump(mode="json")
     expected["admin"]["token"] = "<redacted>"
     expected["policies"]["keys"]["api_key"]["keys"][0]["key"] = "<redacted>"
     expected["policies"]["tokens"]["jwt"]["secret"] = "<redacted>"
+    expected["policies"]["staff"]["basic_auth"]["users"][0]["password_hash"] = "<redacted>"
     expected["redis"]["url"] = "redis://ops:<redacted>@127.0.0.1:6390/0"
     assert shown.json() == expected
     check_against_openapi(document, "/config", shown)
     schemas = document["components"]["schemas"]
-    for model, field in (("ApiKeyEntry", "key"), ("JwtConfig", "secret"), ("AdminConfig", "token")):
+    for model, field in (
+        ("ApiKeyEntry", "key"),
+        ("JwtConfig", "secret"),
+        ("BasicUser", "password_hash"),
+        ("AdminConfig", "token"),
+    ):
         assert schemas[model]["properties"][field]["writeOnly"] is True
 
 

@@ -105,7 +105,9 @@ class BasicUser(_Model):
     password_hash: str = Field(
         description="`pbkdf2_sha256$<iterations>$<salt>$<hash>` as `portway hash-password` "
         "prints it (Django's format): the salt is text whose UTF-8 bytes are the PBKDF2 salt, "
-        "the hash the standard base64 of the 32-byte PBKDF2-HMAC-SHA256 output."
+        "the hash the standard base64 of the 32-byte PBKDF2-HMAC-SHA256 output.",
+        # A hash, but of a password a person chose: worth an offline guess, like /etc/shadow.
+        json_schema_extra=SECRET,
     )
 
     @field_validator("password_hash")
