@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from portway.observability.tracing import Tracing
     from portway.server.listeners import Listener
 
+
 class WorkerContext:
     """Shared by the connections of one worker. ``snapshot`` is swapped whole on reload."""
 
@@ -45,7 +46,7 @@ class WorkerContext:
         self.listeners: list[Listener] = []  # filled by the gateway as it starts them
         self.draining = False
         self.stats = WorkerStats()
-        self.access_log = AccessLog(server.access_log) if server.access_log.enabled else None
+        self.access_log = AccessLog(server.access_log, loop) if server.access_log.enabled else None
         self.tracing: Tracing | None = None
         if server.tracing.enabled:
             # Imported only when spans are exported: the OpenTelemetry SDK takes ~0.25 s to load.

@@ -1,11 +1,15 @@
-"""The access log's hand-assembled JSON lines say what ``json.dumps`` of their fields says."""
+"""The access log: its hand-assembled JSON lines say what ``json.dumps`` of their fields says, and
+its lines are formatted after a short delay, in bursts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
+from portway.config.observability import AccessLogConfig
 from portway.observability import access_log
 from portway.observability.access_log import Entry
 
@@ -65,3 +69,61 @@ def test_milliseconds_are_written_as_repr_of_round_writes_them(micros: int) -> N
     for sign in (1, -1):
         seconds = sign * micros / 1_000_000
         assert access_log._ms(seconds) == repr(round(seconds * 1000, 3))
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_entries_are_formatted_after_the_delay_not_as_they_come(tmp_path: Path) -> None:
+    """On a loop, adding an entry costs an append: its line is formatted FORMAT_DELAY later,
+    with the other entries of the burst, and reaches the file at the next flush."""
+    path = tmp_path / "access.log"
+    loop = asyncio.new_event_loop()
+    log = access_log.AccessLog(AccessLogConfig(path=str(path)), loop)
+    try:
+        for status in (200, 201, 202):
+            log.add(_entry(status=status))
+        assert len(log._pending) == 3 and log._batch == []  # nothing formatted yet
+        loop.run_until_complete(asyncio.sleep(access_log.FORMAT_DELAY * 5))
+        assert log._pending == []
+        assert [json.loads(line)["status"] for line in log._batch] == [200, 201, 202]
+        log.add(_entry(status=404))  # a new burst: a new timer
+        assert log._timer is not None
+        log.flush()  # the sweep formats what waits, then hands everything over
+        assert log._timer is None and log._pending == [] and log._batch == []
+    finally:
+        log.close()
+        loop.close()
+    assert [line["status"] for line in _lines(path)] == [200, 201, 202, 404]
+
+
+def test_a_full_burst_is_formatted_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    loop = asyncio.new_event_loop()
+    log = access_log.AccessLog(AccessLogConfig(path=str(path)), loop)
+    try:
+        for i in range(access_log.MAX_PENDING - 1):
+            log.add(_entry(bytes_out=i))
+        assert len(log._pending) == access_log.MAX_PENDING - 1
+        log.add(_entry(bytes_out=access_log.MAX_PENDING - 1))  # the cap: formatted, no loop ran
+        assert log._pending == [] and log._timer is None
+        # MAX_PENDING >= HANDOFF: the formatted lines went on to the writer as well
+        assert log._batch == [] and log._handed > 0
+    finally:
+        log.close()
+        loop.close()
+    assert [line["bytes_out"] for line in _lines(path)] == list(range(access_log.MAX_PENDING))
+
+
+def test_without_a_loop_each_entry_is_formatted_as_it_is_added(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = access_log.AccessLog(AccessLogConfig(path=str(path), format="common"))
+    try:
+        log.add(_entry(status=503, request=("GET", "h", "/x", "", "")))
+        assert log._pending == [] and len(log._batch) == 1
+        assert log._batch[0].startswith("127.0.0.1 - - [")
+        assert '"GET /x HTTP/1.1" 503 123' in log._batch[0]
+    finally:
+        log.close()
+    assert path.read_text().count("\n") == 1
