@@ -7,7 +7,8 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from portway.admin.aggregate import Aggregator, aggregate
-from portway.admin.metrics import ALL, MetricsView, registry_for, render
+from portway.admin.metric_specs import ALL
+from portway.admin.metrics import MetricsView, registry_for, render
 from portway.health.state import HealthState
 from portway.observability.stats import WorkerStats
 
