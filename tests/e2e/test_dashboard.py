@@ -8,6 +8,7 @@ the console, and compute the same rates and quantiles as ``portway.admin.rates``
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from tests.support.admin import admin_get, wait_until
 from tests.support.backends import Backend
 from tests.support.browser import chromium, console_errors
 from tests.support.client import request
+from tests.support.processes import run_portway
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 TOKEN = "dashboard-token"
@@ -172,3 +174,35 @@ def test_the_dashboard_shows_the_traffic_sent_and_instance_health(tmp_path: Path
                     ):
                         assert js[field] == (None if value is None else pytest.approx(value))
             assert console_errors(driver) == []
+
+
+def test_the_dashboard_says_why_a_reload_was_refused(tmp_path: Path) -> None:
+    """Against ``portway run``, whose supervisor refuses an invalid file on SIGHUP: the page counts
+    the failure and shows the reason (file, line) under the recent reloads, newest first."""
+    config_text = (
+        'listeners: [{address: "127.0.0.1:0"}]\n'
+        'services:\n  web: {instances: ["%s"]}\n'
+        "routes:\n  - {name: site, path: /, service: web}\n"
+        "server: {access_log: {enabled: false}}\n"
+    )
+    with (
+        Backend("web") as web,
+        run_portway(config_text % web.address) as gw,
+        chromium(tmp_path / "profile") as driver,
+    ):
+        gw.proc.send_signal(signal.SIGHUP)  # the same file: accepted
+        gw.wait_for_stderr(r"SIGHUP: config is valid")
+        gw.config_path.write_text("routes: [")
+        gw.proc.send_signal(signal.SIGHUP)
+        gw.wait_for_stderr(r"SIGHUP: the new config is invalid")
+        driver.get(f"http://127.0.0.1:{gw.admin_port}/#interval=0.3")
+        assert wait_until(lambda: text(driver, "#reloads-failure") == "1"), text(driver, "#status")
+        assert text(driver, "#reloads-success") == "1"
+        results = driver.execute_script(
+            "return [...document.querySelectorAll('#reload-events td[data-field=\"result\"]')]"
+            ".map((cell) => cell.textContent)"
+        )
+        assert results == ["refused", "applied"]
+        why = text(driver, '#reload-events td[data-field="error"]') or ""
+        assert why.startswith(f"{gw.config_path}:") and "YAML" in why, why
+        assert console_errors(driver) == []
