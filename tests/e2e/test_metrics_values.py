@@ -84,6 +84,18 @@ def test_open_connections_follow_the_clients_and_the_total_counts_each_once() ->
         assert requests == 7
 
 
+def test_open_upstream_connections_are_the_ones_the_instance_has_open() -> None:
+    with Backend() as backend, GatewayThread(single(backend.address), admin=True) as g:
+        assert value(scrape(g), "portway_upstream_connections_open", service="web") == 0
+        results = concurrently(
+            *(lambda: request(g.port, "GET", "/slow?delay=0.3", timeout=10) for _ in range(3))
+        )
+        assert [r.status for r, _ in results] == [200] * 3
+        # Three at once needed three connections; the pool keeps them idle for the next requests.
+        assert backend.open_connections == 3
+        assert value(scrape(g), "portway_upstream_connections_open", service="web") == 3
+
+
 def test_duration_histograms_place_a_slow_upstream_in_its_buckets() -> None:
     delay = 0.03
     count = 4

@@ -69,6 +69,7 @@ class Totals:
     certificates: list[dict[str, Any]] = field(default_factory=list)
     connections_total: int = 0
     connections_open: int = 0
+    upstream_connections_open: dict[tuple[str, ...], int] = field(default_factory=dict)
     tunnels_open: int = 0
     reloads_ok: int = 0
     reloads_failed: int = 0
@@ -95,6 +96,9 @@ class Totals:
             return
         self.workers += 1
         self.connections_open += int(report.get("connections_open", 0))
+        upstream = self.upstream_connections_open
+        for service, count in report.get("upstream_connections", ()):
+            upstream[(service,)] = upstream.get((service,), 0) + int(count)
         self.tunnels_open += int(report.get("tunnels_open", 0))
         if not self.reload_events:  # a gateway alone in its process: its own events
             self.reload_events = list(report.get("reload_events", ()))

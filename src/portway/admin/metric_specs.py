@@ -54,6 +54,12 @@ SENT_BYTES = MetricSpec(
 CONNECTIONS_OPEN = MetricSpec(
     "portway_client_connections_open", "gauge", "Client connections open, all workers."
 )
+UPSTREAM_CONNECTIONS_OPEN = MetricSpec(
+    "portway_upstream_connections_open",
+    "gauge",
+    "Connections to a service's instances open (busy or idle in the pool), all workers.",
+    ("service",),
+)
 CONNECTIONS = MetricSpec(
     "portway_client_connections_total", "counter", "Client connections accepted, all workers."
 )
@@ -234,6 +240,7 @@ ALL = (
     SENT_BYTES,
     CONNECTIONS_OPEN,
     CONNECTIONS,
+    UPSTREAM_CONNECTIONS_OPEN,
     RETRIES,
     OVERFLOWS,
     LOCAL_ERRORS,

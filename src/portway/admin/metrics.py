@@ -85,6 +85,7 @@ def families(view: MetricsView) -> Iterator[Metric]:
     yield _counter(specs.SENT_BYTES, totals.bytes_out)
     yield _gauge(specs.CONNECTIONS_OPEN, {(): totals.connections_open})
     yield _counter(specs.CONNECTIONS, {(): totals.connections_total})
+    yield _gauge(specs.UPSTREAM_CONNECTIONS_OPEN, totals.upstream_connections_open)
     yield _counter(specs.RETRIES, totals.retries)
     yield _counter(specs.OVERFLOWS, totals.overflows)
     yield _counter(specs.LOCAL_ERRORS, totals.errors)

@@ -1,9 +1,10 @@
 """What a worker tells the admin API about itself: its statistics plus what only it knows.
 
 ``WorkerStats.snapshot()`` carries the counters. A worker adds the gauges read off its live state
-(open client connections, and per instance: health as this worker applies it, whether its outlier
-detector holds it ejected, requests in flight) and which config it serves, so the admin API can say
-when every worker serves the current one (``/readyz``).
+(open client connections, per service its open upstream connections, and per instance: health as
+this worker applies it, whether its outlier detector holds it ejected, requests in flight) and
+which config it serves, so the admin API can say when every worker serves the current one
+(``/readyz``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def worker_report(ctx: WorkerContext, fingerprint: str) -> dict[str, Any]:
                 ]
             )
     report["instances"] = instances
+    report["upstream_connections"] = [
+        [name, service.open_connections] for name, service in snapshot.services.items()
+    ]
     report["rate_limits"] = snapshot.policies.state()
     report["certificates"] = [
         c

@@ -23,7 +23,9 @@ def worker(pid: int, durations: list[float], **extra: Any) -> dict[str, Any]:
     stats.retried("web")
     stats.overflowed("web", "max_requests")
     report = stats.snapshot()
-    report.update({"connections_open": 2, "instances": [], **extra})
+    report.update(
+        {"connections_open": 2, "upstream_connections": [["web", 3]], "instances": [], **extra}
+    )
     return report
 
 
@@ -59,6 +61,7 @@ def test_counters_sum_across_workers() -> None:
                   (("limit", "max_requests"), ("service", "web")))] == 2  # fmt: skip
     assert found[("portway_local_errors_total", (("cause", "no_route"),))] == 2
     assert found[("portway_client_connections_open", ())] == 4
+    assert found[("portway_upstream_connections_open", (("service", "web"),))] == 6
     assert found[("portway_workers_reporting", ())] == 2
 
 
