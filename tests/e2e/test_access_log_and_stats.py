@@ -9,6 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e.gateway import GatewayThread
 from tests.support.backends import Backend
 from tests.support.client import KeepAliveClient, build_request, request, send_raw
@@ -65,6 +67,32 @@ def test_json_access_log_has_every_field_and_no_secrets(tmp_path: Path) -> None:
     assert "SECRET" not in log.read_text()  # query strings, Authorization, cookies never logged
     assert second["status"] == 404 and second["cause"] == "no_route" and second["route"] == ""
     assert second["request_id"] == missing.header("x-request-id")
+
+
+@pytest.mark.parametrize("log_format", ["json", "combined"])
+def test_the_referers_query_and_fragment_are_never_logged(tmp_path: Path, log_format: str) -> None:
+    """A Referer carries its page's query (``?api_key=``) and fragment (``#access_token=``, the
+    OAuth implicit flow): logged, they would leak the secrets the request's own query may not."""
+    log = tmp_path / "access.log"
+    referers = [
+        "https://app.example/cb?api_key=SECRET1&x=2#access_token=SECRET3",
+        "https://app.example/cb#access_token=SECRET4?y=1",
+        "https://app.example/plain",
+    ]
+    with Backend() as backend, GatewayThread(config(backend.address, log, format=log_format)) as g:
+        for referer in referers:
+            assert request(g.port, "GET", "/r", headers={"Referer": referer}).status == 200
+        lines = read_lines(log, 3)
+    assert "SECRET" not in log.read_text()
+    if log_format == "json":
+        logged = [json.loads(line)["referer"] for line in lines]
+    else:
+        logged = [re.findall(r'"([^"]*)"', line)[1] for line in lines]
+    assert logged == [
+        "https://app.example/cb",
+        "https://app.example/cb",
+        "https://app.example/plain",
+    ]
 
 
 def test_protocol_errors_are_logged_too(tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ bound on a stall is the reason.) The
 formatting is a couple of microseconds (JSON is hand-assembled, not ``json.dumps`` of a dict):
 done by a thread it would cost more, as the thread must take the GIL from the event loop, and a
 second's worth of lines formatted in one go (compiled code does not yield the GIL) stalls the loop
-for as long. What is never logged: the query string (it carries API keys and tokens), request
-headers other than User-Agent and Referer, cookies and Authorization.
+for as long. What is never logged: the query string (it carries API keys and tokens), nor the
+Referer's query and fragment, request headers other than User-Agent and Referer, cookies and
+Authorization.
 """
 
 from __future__ import annotations
@@ -311,6 +312,16 @@ def _parts(entry: EntryTuple) -> RequestSummary:
     return summarize(request)
 
 
+def _referer(referer: str) -> str:
+    """A Referer as logged: without its query and fragment, which carry API keys and tokens
+    (``?api_key=``, ``#access_token=``) like the request's own query, also never logged."""
+    end = referer.find("?")
+    fragment = referer.find("#")
+    if fragment >= 0 and (end < 0 or fragment < end):
+        end = fragment
+    return referer if end < 0 else referer[:end]
+
+
 def _fields(entry: EntryTuple, wall_offset: float) -> dict[str, Any]:
     """The logged fields of an entry, in log order (JSON values)."""
     start, end, sent, first_byte, connect = entry[0], entry[1], entry[2], entry[3], entry[4]
@@ -337,7 +348,7 @@ def _fields(entry: EntryTuple, wall_offset: float) -> dict[str, Any]:
         "consumer": entry[17],
         "trace_id": entry[18],
         "user_agent": user_agent,
-        "referer": referer,
+        "referer": _referer(referer),
     }
 
 
@@ -414,7 +425,7 @@ def _json(entry: EntryTuple, wall_offset: float, clock: _Clock) -> str:
             '","user_agent":',
             _quote_json(user_agent),
             ',"referer":',
-            _quote_json(referer),
+            _quote_json(_referer(referer)) if referer else '""',
             "}\n",
         ]
     )
