@@ -55,6 +55,11 @@ COMPILED = [
     "src/portway/proxy/exchange.py",
     "src/portway/proxy/upgrade.py",  # subclasses Exchange: compiled with it, or not at all
     "src/portway/server/http1.py",
+    # Plain functions of http1's connection on its per-request path: compiled with it, so the calls
+    # stay native.
+    "src/portway/server/exchange_builder.py",
+    "src/portway/server/local_answers.py",
+    "src/portway/server/policy_wait.py",
 ]
 # mypyc type-checks what it compiles. Its own settings rather than pyproject's [tool.mypy]: that
 # one loads the pydantic plugin and checks everything strictly, which an isolated build
