@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -51,6 +52,9 @@ class Sweeper:
         # The worker's connections write through this (portway.write_batch): a per-worker runtime
         # object like the sweep itself, reached by every connection the same way.
         self.writes = WriteBatch(loop)
+        # The process's CPU time and the loop time at the last sweep: the worker's load since.
+        self._cpu = time.process_time()
+        self._measured = self.now
 
     def add(self, member: HasDeadline) -> None:
         self._members.add(member)
@@ -62,7 +66,8 @@ class Sweeper:
         return len(self._members)
 
     def start(self) -> None:
-        self.now = self._loop.time()
+        self.now = self._measured = self._loop.time()
+        self._cpu = time.process_time()  # the start-up's work is not load
         if self._handle is None:
             self._handle = self._loop.call_later(self.interval, self._sweep)
 
@@ -82,4 +87,15 @@ class Sweeper:
                 hook(now)
             except Exception:  # upkeep must not stop the sweep that enforces every deadline
                 log.exception("periodic upkeep failed")
+        self._measure_load(now)
         self._handle = self._loop.call_later(self.interval, self._sweep)
+
+    def _measure_load(self, now: float) -> None:
+        """Tell the write batch how busy the worker was since the last sweep (a CPU share)."""
+        elapsed = now - self._measured
+        if elapsed <= 0.0:
+            return
+        cpu = time.process_time()
+        self.writes.adapt((cpu - self._cpu) / elapsed)
+        self._cpu = cpu
+        self._measured = now

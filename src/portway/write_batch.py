@@ -8,7 +8,12 @@ complete wakes the client (or the upstream) once per response when they are fast
 which they usually are; writing the responses of one loop iteration back to back wakes it once per
 iteration. Measured with one worker at 50 connections (docs/performance.md): about 2 µs of kernel
 time per request less, at the price of some latency: a write waits for the rest of its iteration's
-callbacks, or for ``MAX_HELD`` writes after it, whichever comes first.
+callbacks, or for ``limit`` writes after it, whichever comes first.
+
+The limit follows the worker's load, as a network card's adaptive interrupt moderation does: a
+worker busy most of the time holds up to ``HELD_WHEN_BUSY`` writes (the CPU saved is throughput it
+needs), a mostly idle one at most ``HELD_WHEN_IDLE`` (it has CPU to spare, and its clients are
+better served by a shorter wait). The deadlines sweeper measures the load and calls ``adapt``.
 
 Rules that keep each connection's bytes in order, on which the data plane relies:
 * Every write to a connection that may have bytes waiting here goes through ``write``, or calls
@@ -28,18 +33,23 @@ log: Final = logging.getLogger("portway.write_batch")
 
 # Writes held at most: past it, they go out at once. In a burst (the responses of a 10 ms backend
 # arrive in synchronized waves, tens in one iteration) this bounds how long the first responses
-# wait for the rest to be processed. Measured side by side (docs/performance.md): 32 against 64
-# made the 10 ms backend's p99 0.4-0.8 ms better and the throughput no worse.
-MAX_HELD: Final = 32
+# wait for the rest to be processed. Measured side by side (docs/performance.md): under full load
+# 32 costs less CPU per request than 8 or 16; at 20 % load (the 10 ms backend, 50 connections) 8
+# gave a p99 0.2 ms lower than 32, and 32 one 0.4-0.8 ms lower than 64.
+HELD_WHEN_BUSY: Final = 32
+HELD_WHEN_IDLE: Final = 8
+# Share of one CPU the worker used since the last measure, from which it counts as busy.
+BUSY: Final = 0.5
 
 
 class WriteBatch:
     """Writes held in order (transport, data) until the end of the loop's current iteration."""
 
-    __slots__ = ("_chunks", "_loop", "_scheduled", "_transports", "_writing")
+    __slots__ = ("_chunks", "_loop", "_scheduled", "_transports", "_writing", "limit")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self.limit = HELD_WHEN_IDLE  # writes held at most (adapt)
         self._transports: list[asyncio.WriteTransport] = []
         self._chunks: list[bytes] = []
         self._scheduled = False
@@ -54,11 +64,15 @@ class WriteBatch:
         self._transports.append(transport)
         chunks = self._chunks
         chunks.append(data)
-        if len(chunks) >= MAX_HELD:
+        if len(chunks) >= self.limit:
             self.flush()
         elif not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush_scheduled)
+
+    def adapt(self, load: float) -> None:
+        """Set the limit for a worker that used ``load`` of a CPU lately (0.25: a quarter)."""
+        self.limit = HELD_WHEN_BUSY if load >= BUSY else HELD_WHEN_IDLE
 
     def _flush_scheduled(self) -> None:
         self._scheduled = False

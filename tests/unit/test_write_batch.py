@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import cast
 
 import pytest
 
+from portway.deadlines import Sweeper
 from portway.gateway import new_event_loop
-from portway.write_batch import MAX_HELD, WriteBatch
+from portway.write_batch import BUSY, HELD_WHEN_BUSY, HELD_WHEN_IDLE, WriteBatch
 
 
 class Sink(asyncio.Protocol):
@@ -101,19 +103,52 @@ def test_writes_wait_for_the_iteration_then_go_out_in_order() -> None:
     run(scenario)
 
 
-def test_a_burst_goes_out_every_max_held_writes_without_waiting_for_the_iteration() -> None:
+@pytest.mark.parametrize(("load", "limit"), [(0.0, HELD_WHEN_IDLE), (0.95, HELD_WHEN_BUSY)])
+def test_a_burst_goes_out_every_limit_writes_without_waiting_for_the_iteration(
+    load: float, limit: int
+) -> None:
     async def scenario(loop: asyncio.AbstractEventLoop, batch: WriteBatch) -> None:
+        batch.adapt(load)
+        assert batch.limit == limit
         transport, _, peer = await connected(loop)
-        for i in range(MAX_HELD - 1):
+        for i in range(limit - 1):
             batch.write(transport, b"%d," % i)
-        assert received(peer) == b""  # held: fewer than MAX_HELD
+        assert received(peer) == b""  # held: fewer than the limit
         batch.write(transport, b"last")
         assert len(batch) == 0
         # Written within this iteration: loopback delivers before write() returns.
-        assert received(peer) == b"".join(b"%d," % i for i in range(MAX_HELD - 1)) + b"last"
+        assert received(peer) == b"".join(b"%d," % i for i in range(limit - 1)) + b"last"
         transport.close()
 
     run(scenario)
+
+
+def test_the_limit_follows_the_load_the_sweeper_measures() -> None:
+    """A worker that spent its time computing holds more writes; one that waited, fewer (the
+    sweeper's measure: process CPU time over loop time)."""
+    loop = new_event_loop()
+    sweeper = Sweeper(loop, interval=0.05)
+    limits: list[int] = []
+    sweeper.hooks.append(lambda now: limits.append(sweeper.writes.limit))
+
+    async def busy_then_idle() -> int:
+        spin_until = time.process_time() + 0.3
+        while time.process_time() < spin_until:  # busy: the loop hardly gets to sweep
+            await asyncio.sleep(0)
+        busy_limit = sweeper.writes.limit
+        await asyncio.sleep(0.3)  # idle: sweeps with nothing to do in between
+        return busy_limit
+
+    try:
+        assert sweeper.writes.limit == HELD_WHEN_IDLE  # until measured
+        sweeper.start()
+        busy_limit = loop.run_until_complete(busy_then_idle())
+    finally:
+        sweeper.stop()
+        loop.close()
+    assert busy_limit == HELD_WHEN_BUSY
+    assert sweeper.writes.limit == HELD_WHEN_IDLE
+    assert 0.0 < BUSY < 1.0 and len(limits) >= 4
 
 
 def test_flush_writes_at_once_so_a_close_after_it_loses_nothing() -> None:
