@@ -1,4 +1,4 @@
-"""What ``ClientConnection._new_exchange`` assumes of llhttp to skip ``get_http_version()``.
+"""What ``exchange_builder.new_exchange`` assumes of llhttp to skip ``get_http_version()``.
 
 A request that llhttp calls keep-alive and that carries no Connection field is taken as HTTP/1.1
 without asking the parser for its version (RFC 9112 §9.3: only 1.1 persists by default). That
