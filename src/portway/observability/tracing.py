@@ -16,9 +16,11 @@ Ended spans go to a ``BatchSpanProcessor``, whose own thread exports them in bat
 HTTP/protobuf: it needs ``requests`` and ``protobuf``, where the gRPC exporter needs ``grpcio``, a
 much larger native package, for the same spans.
 
-A collector that stops answering costs memory only up to a bound: past ``MAX_BACKLOG`` batches
-waiting for the tracing thread, batches are dropped and counted, and the processor drops spans past
-its queue size.
+Both memory and CPU are bounded: past ``MAX_BACKLOG`` exchanges waiting for the tracing thread,
+further ones are dropped and counted, and the processor drops spans past its queue size. A bound
+in exchanges rather than batches matters under overload (every request traced, faster than the
+thread makes spans): the thread then lags by at most a second or so of work, instead of going on
+making spans, most of which the processor drops, for a minute after the load stopped.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ from portway.observability.trace_context import Finished, Propagator
 
 log = logging.getLogger("portway.tracing")
 
-MAX_BACKLOG = 64  # batches (about one per sweep) waiting for the tracing thread
+# Exchanges handed to the tracing thread and not yet made into spans, at most: about 1.5 s of its
+# work (some 170 µs per exchange, docs/performance.md).
+MAX_BACKLOG = 8192
 SCOPE = "portway"
 TRACES_PATH = "/v1/traces"
 
@@ -116,7 +120,10 @@ class Tracing:
         self._queue: queue.SimpleQueue[tuple[list[Finished], float] | threading.Event | None] = (
             queue.SimpleQueue()
         )
-        self._backlog = 0
+        # Exchanges handed over, and exchanges the thread is done with: each counter is written by
+        # one thread only (no lost updates); what is between them waits.
+        self._handed = 0
+        self._done = 0
         self.dropped = 0  # exchanges whose spans were dropped because the thread fell behind
         self._failing = False
         self._thread = threading.Thread(target=self._run, name="tracing", daemon=True)
@@ -132,12 +139,15 @@ class Tracing:
         """Hand the exchanges gathered since the last flush to the tracing thread (the sweeper)."""
         if self._batch:
             batch, self._batch = self._batch, []
-            if self._backlog >= MAX_BACKLOG:
+            room = MAX_BACKLOG - (self._handed - self._done)
+            if len(batch) > room:
                 if not self.dropped:
                     log.error("span export cannot keep up: dropping spans")
-                self.dropped += len(batch)
-                return
-            self._backlog += 1
+                self.dropped += len(batch) - max(room, 0)
+                if room <= 0:
+                    return
+                del batch[room:]
+            self._handed += len(batch)
             self._queue.put((batch, time.time() - time.monotonic()))
 
     def force_flush(self, timeout: float = 10.0) -> bool:
@@ -168,16 +178,18 @@ class Tracing:
                 item.set()
                 continue
             batch, offset = item
+            done = self._done
             try:
                 for finished in batch:
                     self._spans(finished, offset)
+                    self._done += 1  # the backlog shrinks as the batch goes, not at its end
                 self._failing = False
             except Exception:  # a bug here must not stop the thread, nor flood the log
                 if not self._failing:
                     log.exception("making spans failed; spans are lost until it works")
                 self._failing = True
             finally:
-                self._backlog -= 1
+                self._done = done + len(batch)
 
     def _spans(self, finished: Finished, offset: float) -> None:
         """The SERVER span of one exchange and a CLIENT span per try, with the propagated ids."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
@@ -19,7 +21,7 @@ from portway.observability.trace_context import (
     ratio_bound,
     sampled_by_ratio,
 )
-from portway.observability.tracing import Finished, Tracing, traces_url
+from portway.observability.tracing import MAX_BACKLOG, Finished, Tracing, traces_url
 from tests.support.otlp import OtlpReceiver
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -239,3 +241,46 @@ def test_spans_reach_an_otlp_http_receiver() -> None:
     assert all(c.trace_id.hex() == TRACE for c in clients)
     retries = [{a.key: a.value for a in c.attributes}["portway.retry"].int_value for c in clients]
     assert retries == [0, 1]
+
+
+class _HeldExporter(InMemorySpanExporter):
+    """Exports only once released: the tracing thread, which exports through a simple processor,
+    is held meanwhile, as behind a collector that stopped answering."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.release.wait(10)
+        return super().export(spans)
+
+
+def test_a_thread_that_falls_behind_drops_what_is_past_the_backlog() -> None:
+    """Past MAX_BACKLOG exchanges waiting, further ones are dropped (and counted) at the hand-over,
+    not made into spans minutes later; a batch that only partly fits keeps what fits."""
+    exporter = _HeldExporter()
+    tracing = Tracing(
+        TracingConfig(enabled=True), exporter=exporter, processor=SimpleSpanProcessor(exporter)
+    )
+    try:
+        propagator = tracing.propagator
+        first = propagator.start(None, None)
+        tracing.add(Finished(first, _request(), 1.0, 2.0, 200, "r", "", ""))
+        tracing.flush()  # the thread takes it and blocks exporting its span
+        for _ in range(MAX_BACKLOG + 50):
+            trace = propagator.start(None, None)
+            tracing.add(Finished(trace, _request(), 1.0, 2.0, 200, "r", "", ""))
+        tracing.flush()
+        assert tracing.dropped == 51  # 1 + MAX_BACKLOG + 50 handed, MAX_BACKLOG fit
+        tracing.add(Finished(propagator.start(None, None), _request(), 1.0, 2.0, 200, "r", "", ""))
+        tracing.flush()
+        assert tracing.dropped == 52  # still full: the whole batch goes
+        exporter.release.set()
+        assert tracing.force_flush()
+    finally:
+        exporter.release.set()
+        tracing.close()
+    spans = exporter.get_finished_spans()
+    assert len(spans) == MAX_BACKLOG  # the first exchange and MAX_BACKLOG - 1 of the rest
+    assert spans[0].context.trace_id == int(first.trace_id, 16)
