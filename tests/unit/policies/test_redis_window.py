@@ -5,6 +5,7 @@ decision and heals (counts included) when the server comes back, even empty."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import itertools
 import logging
@@ -252,6 +253,11 @@ def test_redis_outage_falls_back_to_local_counts_and_heals(
     assert any("lost the shared counts" in r.getMessage() for r in caplog.records)
 
 
+# redis-py (8.2) can let go of a connection's stream without closing it when a timeout lands while
+# it closes against this stopped server; the garbage collector then closes the socket and warns.
+# Collected at this test's end (below), so the warning is this test's, where it is known, not
+# whichever test the collector happens to run in later.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_redis_that_stops_answering_is_cut_off_by_the_timeout(redis: RedisServer) -> None:
     """SIGSTOP: connections hang rather than fail. Each sync gives up after ``timeout``; hits
     meanwhile go on in memory; SIGCONT and the window is up again."""
@@ -281,6 +287,7 @@ def test_a_redis_that_stops_answering_is_cut_off_by_the_timeout(redis: RedisServ
         await stopped(w)
 
     run(scenario)
+    gc.collect()
 
 
 def test_close_stops_the_task_and_before_the_loop_runs_starts_nothing(
