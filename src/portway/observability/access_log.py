@@ -425,7 +425,7 @@ def _json(entry: EntryTuple, wall_offset: float, clock: _Clock) -> str:
             '","user_agent":',
             _quote_json(user_agent),
             ',"referer":',
-            _quote_json(_referer(referer)) if referer else '""',
+            _quote_json(_referer(referer)),
             "}\n",
         ]
     )
