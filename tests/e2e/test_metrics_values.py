@@ -7,12 +7,19 @@ requests counted by the backend), not read back from the gateway's own bookkeepi
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from portway.admin.rates import live_numbers
+from portway.admin.top import frame
 from portway.config.resilience import OutlierDetectionConfig
 from portway.observability.stats import DURATION_BUCKETS, METHODS
 from tests.e2e.gateway import GatewayThread
@@ -194,3 +201,63 @@ def test_label_values_come_from_the_config_never_from_requests() -> None:
     methods = {v for k, v in label_values if k == "method"}
     assert methods <= METHODS | {"OTHER"}
     assert {v for k, v in label_values if k == "route"} <= {"site", ""}
+
+
+def test_access_log_lines_a_stuck_sink_dropped_are_counted(tmp_path: Path) -> None:
+    """The access log's file is a FIFO nobody reads: its writer blocks, the backlog fills (32 MiB)
+    and further lines are dropped. Every request is then either a line that reaches the FIFO once
+    it is read, or a line counted in ``portway_telemetry_dropped_total`` and ``/stats``."""
+    fifo = tmp_path / "stuck"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the writer can open it; nothing reads
+    agent = "a" * 30_000  # ~30 KB lines: the backlog fills after about 1,100 requests
+    sent = 0
+    try:
+        log = {"access_log": {"path": str(fifo)}}
+        with (
+            Backend() as backend,
+            GatewayThread(single(backend.address, server=log), admin=True) as g,
+        ):
+            text = scrape(g)
+            assert value(text, "portway_telemetry_dropped_total", signal="access_log") == 0
+            assert value(text, "portway_telemetry_dropped_total", signal="spans") == 0
+            access_log = g.gateway.ctx.access_log
+            assert access_log is not None
+            with KeepAliveClient(g.port) as client:
+                while sent < 5000 and not g.call(lambda: access_log.dropped):
+                    for _ in range(50):
+                        assert (
+                            client.request("GET", "/", headers={"User-Agent": agent}).status == 200
+                        )
+                    sent += 50
+            dropped = wait_until(
+                lambda: metric_value(
+                    scrape(g), "portway_telemetry_dropped_total", signal="access_log"
+                )
+            )
+            assert dropped and dropped == g.call(lambda: access_log.dropped)
+            stats = admin_get(g.admin_port, "/stats").json()
+            assert stats["telemetry_dropped"] == {"access_log": dropped, "spans": 0}
+            console = Console(file=io.StringIO(), width=200, color_system=None)
+            console.print(frame(stats, live_numbers(stats, stats), "admin"))
+            shown = f"telemetry dropped (sink too slow): access log {dropped:.0f}, spans 0"
+            assert shown in console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+            written = _drain(reader, expected_lines=sent - int(dropped))
+    finally:
+        os.close(reader)
+    assert 0 < dropped < sent
+    assert written == sent - dropped, f"{sent} requests, {dropped} dropped, {written} lines read"
+
+
+def _drain(fd: int, expected_lines: int, timeout: float = 20.0) -> int:
+    """Read the FIFO until ``expected_lines`` lines came (or ``timeout``); the lines read."""
+    deadline = time.monotonic() + timeout
+    lines = 0
+    while lines < expected_lines and time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            time.sleep(0.01)
+            continue
+        lines += chunk.count(b"\n")
+    return lines

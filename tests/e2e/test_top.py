@@ -143,6 +143,7 @@ def test_the_frame_shows_rates_and_quantiles_of_the_interval() -> None:
         rate = 10 / live.seconds
         assert row[4] == (f"{rate:.0f}" if rate >= 100 else f"{rate:.1f}")
         assert row[6].endswith(("ms", " s")) and row[7].endswith(("ms", " s"))
+    assert "telemetry dropped (sink too slow): access log 0, spans 0" in lines
 
 
 def test_ctrl_c_ends_the_live_view_with_exit_code_0() -> None:

@@ -33,7 +33,10 @@ COUNTERS = (
     "passthrough_connections",
     "passthrough_bytes",
     "tunnels",
+    "telemetry_dropped",
 )
+# The telemetry a worker drops (rather than queue without bound) when its sink cannot keep up.
+ACCESS_LOG, SPANS = "access_log", "spans"
 HistogramData = tuple[list[int], float]  # per-bucket counts (the last is +Inf), sum of seconds
 
 
@@ -64,6 +67,7 @@ class Totals:
     passthrough_connections: dict[tuple[str, ...], int] = field(default_factory=dict)
     passthrough_bytes: dict[tuple[str, ...], int] = field(default_factory=dict)
     tunnels: dict[tuple[str, ...], int] = field(default_factory=dict)  # WebSocket, by outcome
+    telemetry_dropped: dict[tuple[str, ...], int] = field(default_factory=dict)  # by signal
     # Every worker serves the same certificates: the first live report's list stands for all,
     # except that a reload error any worker reports is shown.
     certificates: list[dict[str, Any]] = field(default_factory=list)

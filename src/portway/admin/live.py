@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from portway.admin.aggregate import HistogramData, Totals
+from portway.admin.aggregate import ACCESS_LOG, SPANS, HistogramData, Totals
 from portway.admin.metrics import InstanceHealth
 from portway.admin.views import services_json
 from portway.config.model import Config
@@ -146,6 +146,9 @@ def stats_json(
             ],
         },
         "connections": {"open": totals.connections_open, "total": totals.connections_total},
+        "telemetry_dropped": {
+            signal: totals.telemetry_dropped.get((signal,), 0) for signal in (ACCESS_LOG, SPANS)
+        },
         "workers": totals.workers,
     }
 

@@ -228,6 +228,13 @@ KUBERNETES_KEPT = MetricSpec(
 KUBERNETES_OBJECTS = MetricSpec(
     "portway_kubernetes_objects", "gauge", "Kubernetes objects read by the last build."
 )
+TELEMETRY_DROPPED = MetricSpec(
+    "portway_telemetry_dropped_total",
+    "counter",
+    "Access-log lines and spans dropped because their sink could not keep up (a log file on a "
+    "full or slow disk, an OTLP collector slower than the traffic), by signal: access_log, spans.",
+    ("signal",),
+)
 WORKERS = MetricSpec(
     "portway_workers_reporting", "gauge", "Worker processes whose statistics are included."
 )
@@ -268,5 +275,6 @@ ALL = (
     KUBERNETES_ISSUES,
     KUBERNETES_KEPT,
     KUBERNETES_OBJECTS,
+    TELEMETRY_DROPPED,
     WORKERS,
 )

@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from portway.acme.status import CertificateStatus
 from portway.admin import metric_specs as specs
-from portway.admin.aggregate import HistogramData, Totals
+from portway.admin.aggregate import ACCESS_LOG, SPANS, HistogramData, Totals
 from portway.admin.metric_specs import MetricSpec
 from portway.health.state import HealthState
 
@@ -155,6 +155,8 @@ def families(view: MetricsView) -> Iterator[Metric]:
         specs.KUBERNETES_OBJECTS, {(): float(kubernetes.get("objects", 0))} if present else {}
     )
     yield _gauge(specs.ACME_RENEW_AT, {(r.hosts[0],): r.renew_at or 0.0 for r in view.acme})
+    signals = dict.fromkeys([(ACCESS_LOG,), (SPANS,)], 0)  # both from the start: increase() works
+    yield _counter(specs.TELEMETRY_DROPPED, signals | totals.telemetry_dropped)
     yield _gauge(specs.WORKERS, {(): totals.workers})
 
 

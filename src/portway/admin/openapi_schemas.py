@@ -319,6 +319,11 @@ SCHEMAS: dict[str, Any] = {
                 }
             ),
             "connections": obj({"open": INT, "total": INT}),
+            "telemetry_dropped": {
+                **obj({"access_log": INT, "spans": INT}),
+                "description": "Access-log lines and spans dropped because their sink could not "
+                "keep up, all workers.",
+            },
             "workers": {**INT, "description": "Worker processes whose counts are included."},
         }
     ),

@@ -3,7 +3,8 @@
 Polls the admin API's ``/stats`` every ``interval`` seconds and shows, from the last two answers
 (``portway.admin.rates``), per route and per service the requests, 5xx, requests/s, 5xx/s, p50 and
 p99, then every instance's health and ejections, reload counts (and why the last attempt was
-refused, if it was), requests refused by policies and the gateway's own errors.
+refused, if it was), requests refused by policies, the gateway's own errors and the access-log
+lines and spans dropped because their sink could not keep up.
 """
 
 from __future__ import annotations
@@ -138,6 +139,12 @@ def frame(stats: dict[str, Any], live: LiveNumbers, source: str) -> RenderableTy
     )
     errors = stats["errors"]
     causes = ", ".join(f"{cause} {count}" for cause, count in errors.items()) or "none"
+    dropped = stats["telemetry_dropped"]
+    lost = Text(
+        f"telemetry dropped (sink too slow): access log {dropped['access_log']}, "
+        f"spans {dropped['spans']}",
+        style="red" if dropped["access_log"] or dropped["spans"] else "",
+    )
     return Group(
         header,
         routes,
@@ -146,6 +153,7 @@ def frame(stats: dict[str, Any], live: LiveNumbers, source: str) -> RenderableTy
         footer,
         Text(f"refused by policies: {refused or 'none'}"),
         Text(f"gateway errors: {causes}"),
+        lost,
     )
 
 

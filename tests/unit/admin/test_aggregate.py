@@ -172,3 +172,20 @@ def test_a_replaced_worker_keeps_its_counts_and_a_failed_read_keeps_the_last_rep
     totals, _ = aggregator.observe([restarted, other])  # counted once, not again on each look
     assert sum(totals.requests.values()) == 7
     assert sum(totals.duration[("site", "web")][0]) == 4
+
+
+def test_dropped_telemetry_sums_over_workers_and_outlives_a_replaced_worker() -> None:
+    def dropping(pid: int, lines: int, spans: int) -> dict[str, Any]:
+        return worker(pid, [], telemetry_dropped=[["access_log", lines], ["spans", spans]])
+
+    def dropped(found: dict[Any, float], signal: str) -> float:
+        return found[("portway_telemetry_dropped_total", (("signal", signal),))]
+
+    found = rendered([dropping(1, 7, 0), dropping(2, 5, 300)])
+    assert (dropped(found, "access_log"), dropped(found, "spans")) == (12, 300)
+    quiet = rendered([worker(1, [])])  # nothing dropped: both signals have a sample all the same
+    assert (dropped(quiet, "access_log"), dropped(quiet, "spans")) == (0, 0)
+    aggregator = Aggregator()
+    aggregator.observe([dropping(1, 7, 1)])
+    totals, _ = aggregator.observe([dropping(3, 2, 0)])  # slot 0 restarted, counting from zero
+    assert totals.telemetry_dropped == {("access_log",): 9, ("spans",): 1}
