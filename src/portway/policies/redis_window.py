@@ -76,6 +76,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -97,6 +98,25 @@ _MAX_BATCHES: Final = 20  # pipelines per tick; keys beyond wait for the next ti
 _MAX_KEY_BYTES: Final = 200  # longer keys are named by their SHA-256
 _BACKOFF_CAP: Final = 2.0  # seconds between attempts while Redis does not answer
 _IDLE_CHECK: Final = 1.0  # with nothing to sync, still check Redis (and the epoch) this often
+
+
+class _OwningPool(ConnectionPool):
+    """A pool that keeps every connection it made, so that the window can close them all itself.
+
+    ``ConnectionPool.disconnect`` closes them in tasks made by ``gather``: cancelled before they
+    started, they close nothing, and the sockets stayed open until the garbage collector found
+    them. The pool also holds the connections in use only weakly. The window replaces its pool
+    after every failure (``RedisWindow._disconnect``), so ``made`` stays short.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.made: list[AbstractConnection] = []
+
+    def make_connection(self) -> AbstractConnection:
+        connection: AbstractConnection = super().make_connection()  # type: ignore[no-untyped-call]
+        self.made.append(connection)
+        return connection
 
 
 def _align(entry: list[int]) -> None:
@@ -184,7 +204,7 @@ class RedisWindow(LocalWindow):
         self.probing = False  # after a failure: PING before sending counts again
         self.closed = False
         self.task: asyncio.Task[None] | None = None
-        self.pool: ConnectionPool | None = None
+        self.pool: _OwningPool | None = None
         self.client: Redis | None = None
         # The loop may not run yet (the first snapshot is built before it does), and this may be
         # called off its thread: start the task from the loop itself.
@@ -213,10 +233,9 @@ class RedisWindow(LocalWindow):
 
     # The background task.
 
-    async def _run(self) -> None:
-        config = self.config
-        pool = self.pool = ConnectionPool.from_url(
-            config.url,
+    def _new_client(self) -> None:
+        pool = self.pool = _OwningPool.from_url(
+            self.config.url,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
             retry=Retry(NoBackoff(), 0),  # this task retries, with back-off
@@ -224,6 +243,9 @@ class RedisWindow(LocalWindow):
             client_name="portway",
         )
         self.client = Redis(connection_pool=pool)
+
+    async def _run(self) -> None:
+        self._new_client()
         failures = 0
         delay = self.interval
         try:
@@ -238,7 +260,7 @@ class RedisWindow(LocalWindow):
                 except Exception as error:  # any failure is an outage, never fatal to the task
                     failures += 1
                     self._failed(error)
-                    await self._disconnect()
+                    await self._disconnect(replace=True)
                     backoff = min(_BACKOFF_CAP, self.interval * 2.0**failures)
                     delay = max(self.interval, backoff * random.uniform(0.5, 1.0))
                 else:
@@ -248,12 +270,20 @@ class RedisWindow(LocalWindow):
             self.up = False
             await self._disconnect()
 
-    async def _disconnect(self) -> None:
-        """Drop the pool's connections (the next command connects anew), within ``timeout``."""
-        if self.pool is not None:
+    async def _disconnect(self, replace: bool = False) -> None:
+        """Close every connection the pool made; with ``replace``, the next command goes through
+        a new pool (and connects anew)."""
+        pool = self.pool
+        if pool is None:
+            return
+        if replace:
+            self._new_client()
+        # One by one in this task, not waiting for the closes to complete: ``close`` cancels the
+        # task, maybe while it runs this from its ``finally``, and a cancellation must not land
+        # before every socket's close has begun (it did in tasks ``gather`` had not yet started).
+        for connection in pool.made:
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(self.timeout):
-                    await self.pool.disconnect()
+                await connection.disconnect(nowait=True)
 
     async def sync(self) -> None:
         """One tick: push and read the keys used since the last one (in bounded batches); with

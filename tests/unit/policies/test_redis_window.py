@@ -253,11 +253,6 @@ def test_redis_outage_falls_back_to_local_counts_and_heals(
     assert any("lost the shared counts" in r.getMessage() for r in caplog.records)
 
 
-# redis-py (8.2) can let go of a connection's stream without closing it when a timeout lands while
-# it closes against this stopped server; the garbage collector then closes the socket and warns.
-# Collected at this test's end (below), so the warning is this test's, where it is known, not
-# whichever test the collector happens to run in later.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_redis_that_stops_answering_is_cut_off_by_the_timeout(redis: RedisServer) -> None:
     """SIGSTOP: connections hang rather than fail. Each sync gives up after ``timeout``; hits
     meanwhile go on in memory; SIGCONT and the window is up again."""
@@ -287,6 +282,8 @@ def test_a_redis_that_stops_answering_is_cut_off_by_the_timeout(redis: RedisServ
         await stopped(w)
 
     run(scenario)
+    # A connection left open (as one was, about 1 run in 10, when ``close`` cancelled the task
+    # while it closed them) would warn here: collected now, the warning fails this test.
     gc.collect()
 
 
