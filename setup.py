@@ -52,7 +52,9 @@ COMPILED = [
     "src/portway/proxy/response_head.py",
     "src/portway/proxy/service.py",
     "src/portway/proxy/client.py",
+    "src/portway/proxy/exchange_state.py",  # the base of Exchange: compiled with it, or not at all
     "src/portway/proxy/exchange.py",
+    "src/portway/proxy/tries.py",  # functions of Exchange: compiled with it, so calls stay native
     "src/portway/proxy/upgrade.py",  # subclasses Exchange: compiled with it, or not at all
     "src/portway/server/http1.py",
     # Plain functions of http1's connection on its per-request path: compiled with it, so the calls

@@ -3,9 +3,9 @@
 Real backends (``Backend``, and ``FlakyBackend`` whose behaviour a test flips), an in-process gateway
 and, where the behaviour is about traffic rather than one request, a small load generator (a few
 client threads sending GETs over keep-alive connections). The rules under test are those of
-``portway/proxy/exchange.py`` and the resilience settings of a service: outlier ejection, retries
-(idempotency, body buffering, budget), per-try and whole-request timeouts, the circuit breaker,
-panic, slow start, and draining an instance removed by a reload.
+``portway/proxy/tries.py`` and ``exchange.py``, and the resilience settings of a service: outlier
+ejection, retries (idempotency, body buffering, budget), per-try and whole-request timeouts, the
+circuit breaker, panic, slow start, and draining an instance removed by a reload.
 """
 
 from __future__ import annotations

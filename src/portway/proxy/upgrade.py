@@ -42,7 +42,8 @@ import time
 from typing import Final
 
 from portway.proxy import responses
-from portway.proxy.exchange import PAUSE_PENDING, PAUSE_UPSTREAM, Exchange
+from portway.proxy.exchange import Exchange
+from portway.proxy.exchange_state import PAUSE_PENDING, PAUSE_UPSTREAM
 from portway.proxy.relay import Relay
 from portway.upstream.connection import UpstreamConnection
 from portway.upstream.forward import HOP_BY_HOP, REQUEST_ID_HEADER, connection_tokens
