@@ -34,9 +34,11 @@ log: Final = logging.getLogger("portway.write_batch")
 # Writes held at most: past it, they go out at once. In a burst (the responses of a 10 ms backend
 # arrive in synchronized waves, tens in one iteration) this bounds how long the first responses
 # wait for the rest to be processed. Measured side by side (docs/performance.md): under full load
-# 32 costs less CPU per request than 8 or 16; at 20 % load (the 10 ms backend, 50 connections) 8
-# gave a p99 0.2 ms lower than 32, and 32 one 0.4-0.8 ms lower than 64.
-HELD_WHEN_BUSY: Final = 32
+# 32 costs less CPU per request than 8 or 16, and 64 less than 32 (0.592 / 0.600 against 0.524 /
+# 0.553 of nginx's efficiency at 50 / 200 connections on an Intel host; 128 no better, and its p99
+# at the 10 ms backend was 0.25 ms worse); at 20 % load (the 10 ms backend, 50 connections) 8 gave
+# a p99 0.2 ms lower than 32, which is why an idle worker holds fewer.
+HELD_WHEN_BUSY: Final = 64
 HELD_WHEN_IDLE: Final = 8
 # Share of one CPU the worker used since the last measure, from which it counts as busy.
 BUSY: Final = 0.5
