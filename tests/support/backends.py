@@ -113,7 +113,8 @@ class Backend(StartStop):
             # its transport, abort until none is left, so no socket outlives the backend.
             await asyncio.sleep(0.01)
             # A plain connection always gets its transport, but on a busy machine (the suite
-            # beside other work) that took more than 0.1 s and its socket outlived the backend:
+            # beside other work) that can take more than 0.1 s, and a socket that gets it after
+            # this loop outlives the backend (the likely cause of one warning seen in a CI check):
             # wait up to 2 s. At most 0.1 s for TLS: a failed handshake never gets its transport.
             for _ in range(20 if self.ssl else 400):
                 if self._protocols_made <= self._accepted:
