@@ -253,8 +253,7 @@ class Gateway:
         """Stop accepting, finish in-flight requests for up to ``timeout`` s; True if all finished."""
         ctx = self.ctx
         ctx.draining = True
-        for server in self.servers:
-            server.close()
+        await close_servers(self.servers)
         for acceptor in self.acceptors:
             acceptor.close()
         await self.health.close()
@@ -301,6 +300,28 @@ def _ejection_counter(stats: WorkerStats, service: str) -> Callable[[Endpoint], 
         stats.instance_ejected(service, endpoint.address)
 
     return ejected
+
+
+async def close_servers(servers: list[asyncio.Server]) -> None:
+    """Stop accepting without losing a connection accepted a moment before the close.
+
+    The stock loop accepts in a task that makes the transport a loop turn later; a server closed
+    in between fails an assertion in ``Server._attach`` (CPython 3.11, swallowed by the loop) and
+    the accepted socket is left unanswered until the garbage collector closes it. So stop
+    watching the listening sockets, let the accepts under way become connections, then close.
+    uvloop has no such gap (its ``remove_reader`` of a listening socket is a no-op).
+    """
+    loop = asyncio.get_running_loop()
+    for server in servers:
+        for sock in server.sockets:
+            loop.remove_reader(sock.fileno())
+    # Three loop turns: an accept callback already queued, each accept task's first step (the
+    # transport), each connection_made (so the connection is counted and can be closed).
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    for server in servers:
+        server.close()
+    await asyncio.sleep(0)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

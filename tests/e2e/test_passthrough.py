@@ -36,6 +36,7 @@ from portway.config.model import Config
 from portway.config.tls import PassthroughConfig
 from portway.dataplane import Snapshot, assemble
 from portway.deadlines import Sweeper, sweep_interval
+from portway.gateway import close_servers
 from portway.proxy.service import Service
 from portway.server.context import WorkerContext
 from portway.server.passthrough import PassthroughConnection
@@ -188,7 +189,7 @@ class PassthroughThread(StartStop):
         self.loop = uvloop.new_event_loop()
         self.tables: dict[str, SniRoutes[Service]] = {}
         self.ports: dict[str, int] = {}
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[asyncio.Server] = []
         self._thread = threading.Thread(target=self._run, name="passthrough", daemon=True)
         self._ready = threading.Event()
         self.ctx: WorkerContext = None  # type: ignore[assignment]  # built on the loop
@@ -253,8 +254,7 @@ class PassthroughThread(StartStop):
             time.sleep(0.01)
 
     async def _shutdown(self) -> None:
-        for server in self._servers:
-            server.close()
+        await close_servers(self._servers)
         for connection in list(self.ctx.connections):
             connection.close()  # type: ignore[attr-defined]
         for _ in range(50):

@@ -20,7 +20,7 @@ import asyncio
 import threading
 from typing import Self
 
-from tests.support.lifecycle import StartStop
+from tests.support.lifecycle import StartStop, close_server
 
 
 class AuthService(StartStop):
@@ -83,7 +83,7 @@ class AuthService(StartStop):
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         await self._stop.wait()
-        server.close()
+        await close_server(server)
         for task in list(tasks):
             task.cancel()
         await asyncio.sleep(0.01)

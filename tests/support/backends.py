@@ -28,7 +28,7 @@ import time
 from typing import Self
 
 from tests.support.backend_connection import BackendConnection, ReceivedRequest
-from tests.support.lifecycle import StartStop
+from tests.support.lifecycle import StartStop, close_server
 from tests.support.processes import free_port
 
 __all__ = ["Backend", "ReceivedRequest", "refused_port"]
@@ -107,16 +107,10 @@ class Backend(StartStop):
         try:
             await self._stop_requested.wait()
         finally:
-            server.close()
-            # A connection accepted just before the close gets its transport a few loop turns
-            # later (asyncio accepts in a task): wait until every protocol the factory made has
-            # its transport, abort until none is left, so no socket outlives the backend.
-            await asyncio.sleep(0.01)
-            # A plain connection always gets its transport, but on a busy machine (the suite
-            # beside other work) that can take more than 0.1 s, and a socket that gets it after
-            # this loop outlives the backend (the likely cause of one warning seen in a CI check):
-            # wait up to 2 s. At most 0.1 s for TLS: a failed handshake never gets its transport.
-            for _ in range(20 if self.ssl else 400):
+            await close_server(server)
+            # A TLS connection gets its protocol's connection_made only after its handshake:
+            # wait for those under way, at most 0.1 s (a failed handshake never gets there).
+            for _ in range(20):
                 if self._protocols_made <= self._accepted:
                     break
                 await asyncio.sleep(0.005)

@@ -38,7 +38,7 @@ from urllib.parse import parse_qs
 
 import httptools
 
-from tests.support.lifecycle import StartStop
+from tests.support.lifecycle import StartStop, close_server
 
 Mode = Literal["answer", "hang", "reset"]
 MODES: tuple[Mode, ...] = ("answer", "hang", "reset")
@@ -194,7 +194,7 @@ class FlakyBackend(StartStop):
         try:
             await self._stop.wait()
         finally:
-            server.close()
+            await close_server(server)
             for connection in list(self._connections):
                 connection.abort()
             await server.wait_closed()

@@ -16,7 +16,7 @@ from typing import Self, cast
 
 import httptools
 
-from tests.support.lifecycle import StartStop
+from tests.support.lifecycle import StartStop, close_server
 
 
 class _Connection(asyncio.Protocol):
@@ -123,7 +123,7 @@ class HealthBackend(StartStop):
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         loop.run_forever()
-        self._server.close()
+        loop.run_until_complete(close_server(self._server))
         for connection in list(self.connections):
             if connection.transport is not None:
                 connection.transport.abort()
