@@ -287,19 +287,27 @@ class _Clock:
 
 def _ms(seconds: float) -> str:
     """A duration in milliseconds with three decimals, as ``repr(round(seconds * 1000, 3))``
-    writes it ("0.6", "12.345", "1.0"), from whole microseconds: no float formatting. (Computed:
-    a table of the 1,000 fractions was cheaper in a loop, but under load each lookup touched a
-    string out of the cache, which cost more.)"""
+    writes it ("0.6", "12.345", "1.0"), from whole microseconds: no float formatting, and one
+    f-string per case rather than slicing and stripping a padded string (a third cheaper
+    compiled). (Computed: a table of the 1,000 fractions was cheaper in a loop, but under load
+    each lookup touched a string out of the cache, which cost more.)"""
     micros = int(seconds * 1_000_000 + 0.5) if seconds >= 0 else -int(-seconds * 1_000_000 + 0.5)
-    sign = ""
     if micros < 0:
-        sign = "-"
-        micros = -micros
+        return "-" + _ms(-seconds)
     whole = micros // 1000
     fraction = micros - whole * 1000
     if not fraction:
-        return sign + str(whole) + ".0"
-    return sign + str(whole) + "." + str(fraction + 1000)[1:].rstrip("0")
+        return f"{whole}.0"
+    if fraction % 10:  # three decimals
+        if fraction >= 100:
+            return f"{whole}.{fraction}"
+        if fraction >= 10:
+            return f"{whole}.0{fraction}"
+        return f"{whole}.00{fraction}"
+    if fraction % 100:  # two
+        tens = fraction // 10
+        return f"{whole}.{tens}" if tens >= 10 else f"{whole}.0{tens}"
+    return f"{whole}.{fraction // 100}"
 
 
 def _parts(entry: EntryTuple) -> RequestSummary:
@@ -371,63 +379,30 @@ def _quote_json(text: str) -> str:
 def _json(entry: EntryTuple, wall_offset: float, clock: _Clock) -> str:
     """One JSON object and a newline: the fields of ``_fields`` in that order, as
     ``json.dumps(separators=(",", ":"))`` writes them (strings through the same escaping), but
-    assembled by hand, several times faster. The request id needs no escaping: it is either
-    minted here (hex) or a client's that passed ``forward.valid_request_id`` (no quote, backslash
-    or control character)."""
+    assembled by hand, several times faster: one f-string, which builds the line in one go (a
+    fifth cheaper than joining a list of its pieces). The request id needs no escaping: it is
+    either minted here (hex) or a client's that passed ``forward.valid_request_id`` (no quote,
+    backslash or control character); the trace id is hex digits."""
     start: float = entry[0]
     end: float = entry[1]
     sent: float = entry[2]
     first_byte: float = entry[3]
     connect: float = entry[4]
     method, host, path, user_agent, referer = _parts(entry)
-    return "".join(
-        [
-            '{"time":"',
-            clock.iso(start + wall_offset),
-            '","request_id":"',
-            entry[16],
-            '","client_ip":',
-            _quote_json(entry[15]),
-            ',"method":',
-            _quote_json(method),
-            ',"host":',
-            _quote_json(host),
-            ',"path":',
-            _quote_json(path),
-            ',"http_version":',
-            _quote_json(entry[6]),
-            ',"status":',
-            str(entry[7]),
-            ',"bytes_in":',
-            str(entry[8]),
-            ',"bytes_out":',
-            str(entry[9]),
-            ',"route":',
-            _quote_json(entry[10]),
-            ',"service":',
-            _quote_json(entry[11]),
-            ',"instance":',
-            _quote_json(entry[12]),
-            ',"connect_ms":',
-            _ms(connect) if connect else "-1.0",
-            ',"first_byte_ms":',
-            _ms(first_byte - sent) if first_byte and sent else "-1.0",
-            ',"total_ms":',
-            _ms(end - start) if end and start else "-1.0",
-            ',"retries":',
-            str(entry[13]),
-            ',"cause":',
-            _quote_json(entry[14]),
-            ',"consumer":',
-            _quote_json(entry[17]),
-            ',"trace_id":"',
-            entry[18],  # hex digits: nothing to escape
-            '","user_agent":',
-            _quote_json(user_agent),
-            ',"referer":',
-            _quote_json(_referer(referer)),
-            "}\n",
-        ]
+    connect_ms = _ms(connect) if connect else "-1.0"
+    first_byte_ms = _ms(first_byte - sent) if first_byte and sent else "-1.0"
+    total_ms = _ms(end - start) if end and start else "-1.0"
+    return (
+        f'{{"time":"{clock.iso(start + wall_offset)}","request_id":"{entry[16]}",'
+        f'"client_ip":{_quote_json(entry[15])},"method":{_quote_json(method)},'
+        f'"host":{_quote_json(host)},"path":{_quote_json(path)},'
+        f'"http_version":{_quote_json(entry[6])},"status":{entry[7]},"bytes_in":{entry[8]},'
+        f'"bytes_out":{entry[9]},"route":{_quote_json(entry[10])},'
+        f'"service":{_quote_json(entry[11])},"instance":{_quote_json(entry[12])},'
+        f'"connect_ms":{connect_ms},"first_byte_ms":{first_byte_ms},"total_ms":{total_ms},'
+        f'"retries":{entry[13]},"cause":{_quote_json(entry[14])},'
+        f'"consumer":{_quote_json(entry[17])},"trace_id":"{entry[18]}",'
+        f'"user_agent":{_quote_json(user_agent)},"referer":{_quote_json(_referer(referer))}}}\n'
     )
 
 
