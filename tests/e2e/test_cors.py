@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.gateway import GatewayThread
-from tests.support.backends import Backend
+from tests.support.backends import Backend, refused_port
 from tests.support.client import KeepAliveClient, recv_head, request
 
 APP = "https://app.example.com"
@@ -258,3 +258,30 @@ def test_cors_refusals_show_in_the_prometheus_metrics(
             )
 
         assert wait_until(refused) == 1.0
+
+
+def test_the_gateways_own_502_carries_the_cors_headers_and_no_sticky_cookie(
+    backend: Backend, upstream: CorsSettingUpstream
+) -> None:
+    """A page must be able to read the gateway's 502 (Fetch §3.2.3: without
+    Access-Control-Allow-Origin a browser hands the page a network error instead). A sticky
+    session's cookie is not set by it: it would name the instance that did not answer."""
+    down = f"127.0.0.1:{refused_port()}"
+    settings = config(backend.address, upstream.address)
+    settings["services"]["down"] = {"instances": [down], "sticky": {"cookie": "pin"}}
+    settings["routes"].insert(0, {"path": "/down", "service": "down", "policies": ["browsers"]})
+    with GatewayThread(settings) as g:
+        failed = request(g.port, "GET", "/down/x", headers={"Origin": APP})
+        assert failed.status == 502
+        assert failed.header("portway-error") is not None
+        assert failed.header("access-control-allow-origin") == APP
+        assert failed.header("access-control-allow-credentials") == "true"
+        assert failed.header("access-control-expose-headers") == "x-total"
+        assert failed.header("vary") == "origin"
+        assert failed.header("set-cookie") is None
+        assert b"502 Bad Gateway" in failed.body
+        # Not a CORS request: the Vary the policy always adds, nothing else.
+        plain = request(g.port, "GET", "/down/x")
+        assert plain.status == 502
+        assert plain.header("vary") == "origin"
+        assert plain.header("access-control-allow-origin") is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from portway.balancing.base import Balancer
 from portway.balancing.endpoint import Endpoint
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _COOKIE_PATH = re.compile(r"[\x20-\x3a\x3c-\x7e]+")
 
-_SET_COOKIE = b"set-cookie"
+SET_COOKIE: Final = b"set-cookie"
 
 
 def cookie_attributes(config: StickyConfig) -> str:
@@ -88,7 +88,7 @@ class StickyBalancer(Balancer):
         headers = request.response_headers
         prefix = self._cookie_prefix
         for position, (name, old_value) in enumerate(headers):
-            if name == _SET_COOKIE and old_value.startswith(prefix):
-                headers[position] = (_SET_COOKIE, value)
+            if name == SET_COOKIE and old_value.startswith(prefix):
+                headers[position] = (SET_COOKIE, value)
                 return
-        headers.append((_SET_COOKIE, value))
+        headers.append((SET_COOKIE, value))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import Final
 
+from portway.balancing.sticky import SET_COOKIE
 from portway.proxy import response_head, responses, tries
 from portway.proxy.accounting import account
 from portway.proxy.exchange_state import PAUSE_PENDING, PAUSE_UPSTREAM, ExchangeState
@@ -227,6 +228,7 @@ class Exchange(ExchangeState):
                 cause=cause,
                 close=close,
                 head_only=self.head_request,
+                extra_headers=_for_a_failure(self.response_headers),
             ),
             close,
         )
@@ -298,3 +300,12 @@ class Exchange(ExchangeState):
         """The client connection closed: nothing more can be sent; free what this exchange holds."""
         if not self.finished:
             self._release()
+
+
+def _for_a_failure(queued: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """What stages queued for the response that also goes on the gateway's own 502/503/504: the
+    CORS fields (without them a browser shows the page a network error, not the 502), HSTS and
+    rate-limit fields; not a sticky session's cookie, which names the instance that failed."""
+    if not queued:
+        return queued
+    return [field for field in queued if field[0] != SET_COOKIE]
