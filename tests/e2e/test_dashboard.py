@@ -19,6 +19,12 @@ import pytest
 from portway.admin.rates import live_numbers
 from tests.e2e.gateway import GatewayThread
 from tests.e2e.test_admin import config
+from tests.e2e.test_metrics_values import (
+    drain_lines,
+    gateway_with_a_stuck_access_log,
+    send_until_lines_are_dropped,
+    settled_drop_count,
+)
 from tests.support.admin import admin_get, wait_until
 from tests.support.backends import Backend
 from tests.support.browser import chromium, console_errors
@@ -116,6 +122,7 @@ def test_the_dashboard_shows_the_traffic_sent_and_instance_health(tmp_path: Path
             assert text(driver, refused.format("kind")) == "rate_limit"
             assert text(driver, "#workers") == "1"
             assert text(driver, "#reloads-success") == "0"
+            assert text(driver, "#dropped-access-log") == text(driver, "#dropped-spans") == "0"
             for row in ('tr[data-route="api"]', 'tr[data-service="api"]'):
                 lines = driver.execute_script(
                     "return document.querySelectorAll(arguments[0] + ' svg.chart polyline').length",
@@ -174,6 +181,36 @@ def test_the_dashboard_shows_the_traffic_sent_and_instance_health(tmp_path: Path
                     ):
                         assert js[field] == (None if value is None else pytest.approx(value))
             assert console_errors(driver) == []
+
+
+def test_the_dashboard_shows_access_log_lines_dropped(tmp_path: Path) -> None:
+    """The access log's sink is a FIFO nobody reads: lines are dropped, and the page shows as
+    many as ``/stats`` counts, marked bad; spans (no tracing here) stay 0."""
+    with (
+        gateway_with_a_stuck_access_log(tmp_path) as (g, reader),
+        chromium(tmp_path / "profile") as driver,
+    ):
+        sent = send_until_lines_are_dropped(g)
+        dropped = settled_drop_count(g)
+        assert dropped
+
+        def counted() -> dict[str, int] | None:
+            counts: dict[str, int] = admin_get(g.admin_port, "/stats").json()["telemetry_dropped"]
+            return counts if counts["access_log"] == dropped else None
+
+        assert wait_until(counted) == {"access_log": dropped, "spans": 0}
+        driver.get(f"http://127.0.0.1:{g.admin_port}/dashboard#interval=0.3")
+        shown = wait_until(lambda: text(driver, "#dropped-access-log") == str(dropped))
+        assert shown, (text(driver, "#dropped-access-log"), dropped, text(driver, "#status"))
+        classes = driver.execute_script(
+            "return ['dropped-access-log', 'dropped-spans']"
+            ".map((id) => document.getElementById(id).className)"
+        )
+        assert classes == ["bad", ""]
+        assert text(driver, "#dropped-spans") == "0"
+        assert console_errors(driver) == []
+        # Read what the writer holds, so that it finishes before the gateway stops.
+        assert drain_lines(reader, expected_lines=sent - dropped) == sent - dropped
 
 
 def test_the_dashboard_says_why_a_reload_was_refused(tmp_path: Path) -> None:

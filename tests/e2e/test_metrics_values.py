@@ -7,12 +7,14 @@ requests counted by the backend), not read back from the gateway's own bookkeepi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,49 +209,81 @@ def test_access_log_lines_a_stuck_sink_dropped_are_counted(tmp_path: Path) -> No
     """The access log's file is a FIFO nobody reads: its writer blocks, the backlog fills (32 MiB)
     and further lines are dropped. Every request is then either a line that reaches the FIFO once
     it is read, or a line counted in ``portway_telemetry_dropped_total`` and ``/stats``."""
+    with gateway_with_a_stuck_access_log(tmp_path) as (g, reader):
+        text = scrape(g)
+        assert value(text, "portway_telemetry_dropped_total", signal="access_log") == 0
+        assert value(text, "portway_telemetry_dropped_total", signal="spans") == 0
+        access_log = g.gateway.ctx.access_log
+        assert access_log is not None
+        sent = send_until_lines_are_dropped(g)
+        dropped = settled_drop_count(g)
+        assert wait_until(
+            lambda: (
+                metric_value(scrape(g), "portway_telemetry_dropped_total", signal="access_log")
+                == dropped
+            )
+        )
+        stats = admin_get(g.admin_port, "/stats").json()
+        assert stats["telemetry_dropped"] == {"access_log": dropped, "spans": 0}
+        console = Console(file=io.StringIO(), width=200, color_system=None)
+        console.print(frame(stats, live_numbers(stats, stats), "admin"))
+        shown = f"telemetry dropped (sink too slow): access log {dropped:.0f}, spans 0"
+        assert shown in console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+        written = drain_lines(reader, expected_lines=sent - int(dropped))
+    assert 0 < dropped < sent
+    assert written == sent - dropped, f"{sent} requests, {dropped} dropped, {written} lines read"
+
+
+@contextlib.contextmanager
+def gateway_with_a_stuck_access_log(tmp_path: Path) -> Iterator[tuple[GatewayThread, int]]:
+    """A gateway (admin listener on) whose access log is a FIFO, and the FIFO's read end, open
+    (so the writer can open the FIFO) and read by nobody but the test."""
     fifo = tmp_path / "stuck"
     os.mkfifo(fifo)
-    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the writer can open it; nothing reads
-    agent = "a" * 30_000  # ~30 KB lines: the backlog fills after about 1,100 requests
-    sent = 0
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     try:
         log = {"access_log": {"path": str(fifo)}}
         with (
             Backend() as backend,
             GatewayThread(single(backend.address, server=log), admin=True) as g,
         ):
-            text = scrape(g)
-            assert value(text, "portway_telemetry_dropped_total", signal="access_log") == 0
-            assert value(text, "portway_telemetry_dropped_total", signal="spans") == 0
-            access_log = g.gateway.ctx.access_log
-            assert access_log is not None
-            with KeepAliveClient(g.port) as client:
-                while sent < 5000 and not g.call(lambda: access_log.dropped):
-                    for _ in range(50):
-                        assert (
-                            client.request("GET", "/", headers={"User-Agent": agent}).status == 200
-                        )
-                    sent += 50
-            dropped = wait_until(
-                lambda: metric_value(
-                    scrape(g), "portway_telemetry_dropped_total", signal="access_log"
-                )
-            )
-            assert dropped and dropped == g.call(lambda: access_log.dropped)
-            stats = admin_get(g.admin_port, "/stats").json()
-            assert stats["telemetry_dropped"] == {"access_log": dropped, "spans": 0}
-            console = Console(file=io.StringIO(), width=200, color_system=None)
-            console.print(frame(stats, live_numbers(stats, stats), "admin"))
-            shown = f"telemetry dropped (sink too slow): access log {dropped:.0f}, spans 0"
-            assert shown in console.file.getvalue().splitlines()  # type: ignore[attr-defined]
-            written = _drain(reader, expected_lines=sent - int(dropped))
+            yield g, reader
     finally:
         os.close(reader)
-    assert 0 < dropped < sent
-    assert written == sent - dropped, f"{sent} requests, {dropped} dropped, {written} lines read"
 
 
-def _drain(fd: int, expected_lines: int, timeout: float = 20.0) -> int:
+def send_until_lines_are_dropped(g: GatewayThread) -> int:
+    """Requests with ~30 KB User-Agents (the backlog fills after about 1,100) until the gateway's
+    access log drops lines; how many were sent."""
+    access_log = g.gateway.ctx.access_log
+    assert access_log is not None
+    agent = "a" * 30_000
+    sent = 0
+    with KeepAliveClient(g.port) as client:
+        while sent < 5000 and not g.call(lambda: access_log.dropped):
+            for _ in range(50):
+                assert client.request("GET", "/", headers={"User-Agent": agent}).status == 200
+            sent += 50
+    return sent
+
+
+def settled_drop_count(g: GatewayThread) -> int:
+    """The access log's count of dropped lines once it stops changing: lines still waiting to be
+    handed over when the requests stopped are dropped a moment later."""
+    access_log = g.gateway.ctx.access_log
+    assert access_log is not None
+
+    def settled() -> int | None:
+        before = g.call(lambda: access_log.dropped)
+        time.sleep(0.5)
+        after = g.call(lambda: access_log.dropped)
+        return after if after == before else None
+
+    dropped: int = wait_until(settled)
+    return dropped
+
+
+def drain_lines(fd: int, expected_lines: int, timeout: float = 20.0) -> int:
     """Read the FIFO until ``expected_lines`` lines came (or ``timeout``); the lines read."""
     deadline = time.monotonic() + timeout
     lines = 0

@@ -265,6 +265,11 @@ function render(stats, live) {
   text("reloads-failure", String(stats.reloads.failure));
   text("reloads-last", fmtTime(stats.reloads.last_success));
   document.getElementById("reloads-failure").className = stats.reloads.failure ? "bad" : "";
+  for (const [signal, id] of [["access_log", "dropped-access-log"], ["spans", "dropped-spans"]]) {
+    const dropped = stats.telemetry_dropped[signal];
+    text(id, String(dropped));
+    document.getElementById(id).className = dropped ? "bad" : "";
+  }
   fill("reload-events", stats.reloads.recent, 3, (event) => {
     const tr = document.createElement("tr");
     cell(tr, fmtTime(event.time), "time");
