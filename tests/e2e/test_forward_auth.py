@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import trustme
 
 from portway.policies.basic_auth import hash_password
 from tests.e2e.gateway import GatewayThread
@@ -139,7 +141,9 @@ def test_an_auth_service_that_is_down_fails_closed(backend: Backend) -> None:
         assert b"connection refused" in response.body
         assert b"Traceback" not in response.body
         assert request(gateway.port, "GET", "/open").status == 200
-        assert gateway.policy_rejections() == {("app", "sso", "forward_auth", "policy_unavailable"): 1}
+        assert gateway.policy_rejections() == {
+            ("app", "sso", "forward_auth", "policy_unavailable"): 1
+        }
     assert len(backend.requests) == 1  # the open route's only
 
 
@@ -224,3 +228,98 @@ def test_a_slow_password_hash_does_not_block_other_clients(
     thread.join(30.0)
     assert results["status"] == 200
     assert other < results["took"] / 2, (other, results["took"])
+
+
+@pytest.fixture(scope="module")
+def auth_pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A private CA for the auth service's certificate, another for the gateway's client
+    certificate (mTLS), and the files the gateway's config names."""
+    folder = tmp_path_factory.mktemp("auth-pki")
+    ca, client_ca = trustme.CA(), trustme.CA()
+    client = client_ca.issue_cert("portway.gateway")
+    files = {"ca": folder / "ca.pem", "client": folder / "client.pem"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    client.private_key_and_cert_chain_pem.write_to_path(str(files["client"]))
+    return {"ca": ca, "client_ca": client_ca, "files": files}
+
+
+def _tls_auth(pki: dict[str, Any], name: str, require_client: bool = False) -> AuthService:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    pki["ca"].issue_cert(name).configure_cert(context)
+    if require_client:
+        context.verify_mode = ssl.CERT_REQUIRED
+        pki["client_ca"].configure_trust(context)
+    return AuthService(ssl=context)
+
+
+def _tls_config(backend: Backend, auth: AuthService, tls: dict[str, Any] | None) -> dict[str, Any]:
+    settings = config(backend.address, auth.url)
+    if tls is not None:
+        settings["policies"]["sso"]["forward_auth"]["tls"] = tls
+    return settings
+
+
+def test_an_https_auth_service_with_a_private_ca_is_verified_by_its_ca_file(
+    backend: Backend, auth_pki: dict[str, Any]
+) -> None:
+    ca, client = str(auth_pki["files"]["ca"]), str(auth_pki["files"]["client"])
+    with _tls_auth(auth_pki, "127.0.0.1", require_client=True) as auth:
+        tls = {"ca_file": ca, "cert_file": client, "key_file": client}
+        with GatewayThread(_tls_config(backend, auth, tls)) as gateway:
+            admitted = request(gateway.port, "GET", "/orders", headers=GOOD)
+            assert admitted.status == 200
+            assert admitted.json()["headers"]["x-user"] == "alice"
+            refused = request(gateway.port, "GET", "/orders")
+            assert refused.status == 401  # the auth service's own answer, over TLS
+    assert [headers.get("x-forwarded-uri") for _, headers in auth.requests] == ["/orders"] * 2
+
+
+@pytest.mark.parametrize(
+    ("certificate_name", "tls", "why"),
+    [
+        # No tls: the system CAs, which do not know the private CA.
+        ("127.0.0.1", None, [b"TLS certificate was not verified (unable to get local issuer"]),
+        # The CA is known but the certificate names another host (RFC 9110 §4.3.4).
+        ("auth.internal", {}, [b"TLS certificate was not verified (IP address mismatch)"]),
+        # mTLS demanded by the auth service, no client certificate configured. TLS 1.3: the
+        # server's alert comes after the client's handshake, read as an alert or as a reset.
+        (
+            "127.0.0.1",
+            {"require_client": True},
+            [b"TLS failed (TLSV13_ALERT_CERTIFICATE_REQUIRED)", b"failed: ConnectionResetError"],
+        ),
+    ],
+)
+def test_an_https_auth_service_that_cannot_be_verified_fails_closed(
+    backend: Backend,
+    auth_pki: dict[str, Any],
+    certificate_name: str,
+    tls: dict[str, Any] | None,
+    why: list[bytes],
+) -> None:
+    require_client = bool(tls and tls.pop("require_client", False))
+    if tls is not None:
+        tls = {"ca_file": str(auth_pki["files"]["ca"]), **tls}
+    with (
+        _tls_auth(auth_pki, certificate_name, require_client) as auth,
+        GatewayThread(_tls_config(backend, auth, tls)) as gateway,
+    ):
+        response = request(gateway.port, "GET", "/orders", headers=GOOD)
+        assert response.status == 503
+        assert response.header("portway-error") == "policy_unavailable"
+        assert any(reason in response.body for reason in why), response.body
+        assert b"127.0.0.1" not in response.body  # where the auth service is stays private
+        assert request(gateway.port, "GET", "/open").status == 200
+    assert auth.requests == []
+    assert len(backend.requests) == 1  # the open route's only
+
+
+def test_a_server_name_checks_the_certificate_against_that_name(
+    backend: Backend, auth_pki: dict[str, Any]
+) -> None:
+    tls = {"ca_file": str(auth_pki["files"]["ca"]), "server_name": "auth.internal"}
+    with (
+        _tls_auth(auth_pki, "auth.internal") as auth,
+        GatewayThread(_tls_config(backend, auth, tls)) as gateway,
+    ):
+        assert request(gateway.port, "GET", "/orders", headers=GOOD).status == 200

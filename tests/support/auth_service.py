@@ -17,6 +17,7 @@ what the gateway sent and whether it reused a connection.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from typing import Self
 
@@ -24,8 +25,10 @@ from tests.support.lifecycle import StartStop, close_server
 
 
 class AuthService(StartStop):
-    def __init__(self, slow_delay: float = 3.0) -> None:
+    def __init__(self, slow_delay: float = 3.0, ssl: ssl.SSLContext | None = None) -> None:
+        """``ssl``: serve HTTPS with this server context."""
         self.slow_delay = slow_delay
+        self.ssl = ssl
         self.port = 0
         self.requests: list[tuple[int, dict[str, str]]] = []  # (connection number, headers)
         self.connections = 0
@@ -36,7 +39,7 @@ class AuthService(StartStop):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/check"
+        return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}/check"
 
     def start(self) -> Self:
         self._thread.start()
@@ -73,13 +76,18 @@ class AuthService(StartStop):
                     self.requests.append((number, headers))
                     writer.write(await self._answer(headers))
                     await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            except (
+                asyncio.IncompleteReadError,
+                ConnectionError,
+                ssl.SSLError,
+                asyncio.CancelledError,
+            ):
                 pass
             finally:
                 writer.close()
                 tasks.discard(task)
 
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=self.ssl)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         await self._stop.wait()

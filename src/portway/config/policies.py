@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from portway.config.cors import CorsConfig
+from portway.config.tls import UpstreamTlsConfig
 from portway.config.types import SECRET, Cidr, Duration, FilePath
 
 
@@ -286,6 +287,12 @@ class ForwardAuthConfig(_Model):
         description="Header of a 2xx auth answer whose value names the consumer (logs, metrics, "
         "`x-portway-consumer`); a value that is not a valid consumer name is ignored.",
     )
+    tls: UpstreamTlsConfig | None = Field(
+        None,
+        description="TLS to an `https://` auth service, as a service's `tls`: the CA its "
+        "certificate must chain to, a client certificate (mTLS), the name verified; none: the "
+        "system CAs and the URL's host.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -315,6 +322,8 @@ class ForwardAuthConfig(_Model):
     def _positive(self) -> Self:
         if self.timeout <= 0:
             raise ValueError("timeout must be a positive duration")
+        if self.tls is not None and not self.url.startswith("https://"):
+            raise ValueError("tls needs an https:// url")
         return self
 
 

@@ -207,19 +207,19 @@ class PassthroughConfig(_Model):
 
 
 class UpstreamTlsConfig(_Model):
-    """TLS from Portway to a service's instances."""
+    """TLS from Portway as a client: to a service's instances, or to a `forward_auth` service."""
 
     ca_file: FilePath | None = Field(
-        None, description="PEM bundle the instances' certificates must chain to; none: system CAs."
+        None, description="PEM bundle the server's certificate must chain to; none: system CAs."
     )
     verify: bool = Field(
-        True, description="Verify the instance's certificate and name; false only for testing."
+        True, description="Verify the server's certificate and name; false only for testing."
     )
     server_name: HostPattern | None = Field(
-        None, description="SNI sent and name verified; none: the instance's host."
+        None, description="SNI sent and name verified; none: the instance's (or URL's) host."
     )
     cert_file: FilePath | None = Field(
-        None, description="Client certificate (PEM chain) for mTLS to the instances."
+        None, description="Client certificate (PEM chain) for mTLS to the server."
     )
     key_file: FilePath | None = Field(None, description="Its private key (PEM).")
     min_version: TlsVersion = Field("1.2", description="Oldest TLS version accepted.")

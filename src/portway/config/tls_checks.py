@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from portway.config.model import Config, ListenerConfig, ServiceConfig
 from portway.config.reference import FieldPath
+from portway.config.tls import UpstreamTlsConfig
 from portway.pki import MaterialError, load_ca_bundle, load_key_pair
 
 Issue = tuple[FieldPath, str]
@@ -36,7 +37,11 @@ def check_tls(config: Config) -> list[Issue]:
         if listener.passthrough is not None:
             issues += _check_passthrough(listener, path, config.services)
     for name, service in config.services.items():
-        issues += _check_upstream_tls(service, ("services", name, "tls"))
+        issues += _check_upstream_tls(service.tls, ("services", name, "tls"))
+    for name, policy in config.policies.items():
+        if policy.forward_auth is not None:
+            path = ("policies", name, "forward_auth", "tls")
+            issues += _check_upstream_tls(policy.forward_auth.tls, path)
     issues += _check_acme_folders(config)
     return issues
 
@@ -165,8 +170,8 @@ def _check_passthrough(
     return issues
 
 
-def _check_upstream_tls(service: ServiceConfig, path: FieldPath) -> list[Issue]:
-    tls = service.tls
+def _check_upstream_tls(tls: UpstreamTlsConfig | None, path: FieldPath) -> list[Issue]:
+    """TLS as a client (to a service's instances, to an auth service): its files must load."""
     if tls is None:
         return []
     issues: list[Issue] = []

@@ -22,6 +22,9 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from portway.config.tls import UpstreamTlsConfig
+from portway.tls.contexts import upstream_context
+
 MAX_IDLE: Final = 16  # idle connections kept per auth service and worker
 BODY_LIMIT: Final = 8 * 1024  # what a refusal's body may carry to the client; the rest is read away
 _READ_SIZE: Final = 16 * 1024
@@ -81,13 +84,20 @@ Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 class AuthClient:
     """GET requests to one URL over kept-alive connections."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, tls: UpstreamTlsConfig | None = None) -> None:
+        """``tls``: for an https URL, the CA, client certificate and name to verify (none: the
+        system CAs and the URL's host)."""
         parts = urlsplit(url)
         https = parts.scheme == "https"
         assert parts.hostname is not None  # the config model checked the URL
         self.host = parts.hostname
         self.port = parts.port or (443 if https else 80)
-        self.ssl = ssl.create_default_context() if https else None
+        self.ssl: ssl.SSLContext | None = None
+        self.server_name = self.host
+        if https:
+            self.ssl = upstream_context(tls) if tls is not None else ssl.create_default_context()
+            if tls is not None and tls.server_name is not None:
+                self.server_name = tls.server_name
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
@@ -125,7 +135,7 @@ class AuthClient:
         if self.ssl is None:
             return await asyncio.open_connection(self.host, self.port)
         return await asyncio.open_connection(
-            self.host, self.port, ssl=self.ssl, server_hostname=self.host
+            self.host, self.port, ssl=self.ssl, server_hostname=self.server_name
         )
 
     async def _exchange(self, connection: Connection, request: bytes, reused: bool) -> AuthResponse:

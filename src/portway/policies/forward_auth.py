@@ -22,6 +22,7 @@ client that goes away cancels it.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Final
 
 from portway.config.policies import CONSUMER_NAME, ForwardAuthConfig
@@ -45,7 +46,7 @@ class ForwardAuthPolicy(Policy):
     def __init__(self, name: str, config: ForwardAuthConfig) -> None:
         super().__init__(name)
         self.timeout = config.timeout
-        self.client = AuthClient(config.url)
+        self.client = AuthClient(config.url, config.tls)
         self.passed = tuple(name.encode("ascii") for name in config.request_headers)
         self.copied = tuple(name.encode("ascii") for name in config.copy_headers)
         consumer = config.consumer_header
@@ -78,9 +79,7 @@ class ForwardAuthPolicy(Policy):
         try:
             answer = await self.client.get(headers)
         except (OSError, ValueError) as exc:
-            why = type(exc).__name__ if isinstance(exc, OSError) else str(exc)
-            if isinstance(exc, ConnectionRefusedError):
-                why = "connection refused"
+            why = _failure(exc)
             return LocalAnswer(
                 503, f"the auth service of '{self.name}' failed: {why}", _UNAVAILABLE
             )
@@ -122,3 +121,19 @@ class ForwardAuthPolicy(Policy):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _failure(exc: OSError | ValueError) -> str:
+    """Why the auth service gave no answer, for the 503's body: the kind of failure, never an
+    address (the client should not learn where the auth service is)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):  # before ValueError: it is one too
+        # "unable to get local issuer certificate", "Hostname mismatch, certificate is not valid
+        # for 'x'": the part before the name
+        return f"its TLS certificate was not verified ({exc.verify_message.split(',')[0]})"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return f"TLS failed ({exc.reason})"
+    if isinstance(exc, ValueError):
+        return str(exc)  # a broken answer, described by the parser
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return type(exc).__name__

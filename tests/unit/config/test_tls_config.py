@@ -333,3 +333,49 @@ def test_policy_settings(
     issue = only(issues_in(listener("- {cert_file: a.crt, key_file: a.key}", setting)))
     assert where(issue)[::2] == (CERT_LINE + 1, f"listeners[0].tls.{field}")
     assert message in issue.message
+
+
+# -- forward_auth tls ------------------------------------------------------------------------------
+
+
+def forward_auth(url: str, tls: str) -> str:
+    """A config whose route has a forward_auth policy with this ``url`` and ``tls`` (line 6)."""
+    return (
+        'services: {web: {instances: ["127.0.0.1:8000"]}}\n'
+        "policies:\n"
+        "  sso:\n"
+        "    forward_auth:\n"
+        f"      url: {url}\n"
+        f"      tls: {tls}\n"
+        "routes: [{service: web, policies: [sso]}]\n"
+    )
+
+
+def test_forward_auth_tls_is_read_relative_to_the_config_file(pki: Pki, tmp_path: Path) -> None:
+    pki.issue("auth.internal", file="auth")
+    (tmp_path / "ca.pem").write_bytes(pki.ca.cert_pem.bytes())
+    path = tmp_path / "portway.yaml"
+    tls = "{ca_file: ca.pem, cert_file: auth.crt, key_file: auth.key, server_name: auth.internal}"
+    path.write_text(forward_auth("https://auth.internal/check", tls))
+    auth = load_config(path).policies["sso"].forward_auth
+    assert auth is not None and auth.tls is not None
+    assert (auth.tls.ca_file, auth.tls.cert_file) == (
+        str(tmp_path / "ca.pem"),
+        str(tmp_path / "auth.crt"),
+    )
+    assert auth.tls.server_name == "auth.internal"
+
+
+def test_forward_auth_tls_garbage_ca_file(issues_in: IssuesIn, tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("nope")
+    text = forward_auth("https://auth.internal/check", "{ca_file: ca.pem}")
+    issue = only(issues_in(text))
+    assert where(issue) == (6, 13, "policies.sso.forward_auth.tls.ca_file")
+    assert issue.message == f"ca_file {tmp_path}/ca.pem: no PEM certificate in the file"
+
+
+def test_forward_auth_tls_needs_an_https_url(issues_in: IssuesIn) -> None:
+    text = forward_auth("http://auth.internal/check", "{verify: false}")
+    issue = issues_in(text)[0]  # the route's reference to the refused policy is reported too
+    assert where(issue) == (4, 5, "policies.sso.forward_auth")
+    assert "tls needs an https:// url" in issue.message
