@@ -6,6 +6,10 @@ the number excludes the kernel's loopback work and shows only what Portway's own
 which build it measured (compiled by mypyc or pure Python: see docs/performance.md).
     .venv/bin/python bench/micro_hotpath.py [--requests N] [--rounds R] [--profile]
     .venv/bin/python bench/micro_hotpath.py --peer uvproxy   # the bare Python peer, same harness
+    .venv/bin/python bench/micro_hotpath.py --in-flight 1,50,200  # N requests in flight at once
+With ``--in-flight N`` there are N client and N upstream connections: N requests arrive, then their
+N responses, in waves, so N exchanges (and their state) are alive at once, as under N connections
+of load; the cost is per request.
 """
 
 from __future__ import annotations
@@ -108,6 +112,59 @@ def portway_pair(
     return one, tidy, client_transport.written, upstream_transport.written, gateway
 
 
+def portway_wave(
+    config_data: dict[str, Any], in_flight: int
+) -> tuple[Callable[[], None], Callable[[], None], list[bytes], list[bytes], Any]:
+    """``portway_pair`` with ``in_flight`` client and upstream connections: one call is a wave of
+    that many requests, then their responses."""
+    from portway.config.model import Config
+    from portway.gateway import Gateway, new_event_loop
+    from portway.server.http1 import ClientConnection
+    from portway.server.listeners import Listener
+    from portway.upstream.connection import UpstreamConnection
+
+    config_data["services"]["bench"]["pool"] = {"max_idle": in_flight}
+    config = Config.model_validate(config_data)
+    gateway = Gateway(config, new_event_loop())
+    pool = next(iter(gateway.snapshot.services.values())).pools[0]
+    upstreams: list[tuple[Any, MemoryTransport]] = []
+    for _ in range(in_flight):
+        upstream = UpstreamConnection(pool)
+        transport = MemoryTransport()
+        upstream.connection_made(transport)
+        pool.release(upstream)
+        upstreams.append((upstream.data_received, transport))
+    listener = Listener(config, 0, 8080, gateway.ctx.stats)
+    clients: list[tuple[Any, MemoryTransport]] = []
+    for _ in range(in_flight):
+        client = ClientConnection(gateway.ctx, listener)
+        transport = MemoryTransport()
+        client.connection_made(transport)
+        clients.append((client.data_received, transport))
+    access_log = gateway.ctx.access_log
+    flush = gateway.ctx.sweeper.writes.flush
+    last_request: list[bytes] = []
+
+    def wave() -> None:
+        for data, _ in clients:
+            data(REQUEST)
+        flush()
+        for data, transport in upstreams:
+            if transport.written:  # an exchange was bound to it: its request is there
+                last_request[:] = transport.written[-1:]
+                transport.written.clear()
+                data(RESPONSE)
+        flush()
+
+    def tidy() -> None:
+        for _, transport in clients:
+            transport.written.clear()
+        if access_log is not None:
+            access_log._batch.clear()
+
+    return wave, tidy, clients[-1][1].written, last_request, gateway
+
+
 def uvproxy_pair() -> tuple[Callable[[], None], Callable[[], None], list[bytes], list[bytes], Any]:
     """The same exchange through the shared harness's bare uvproxy."""
     sys.path.insert(0, str(SHARED_PROXIES))
@@ -141,17 +198,20 @@ def measure(
     requests: int,
     rounds: int,
     profiler: cProfile.Profile | None = None,
+    per_call: int = 1,
 ) -> list[float]:
-    """µs per request of each round (sorted); ``tidy`` every 1000 requests, untimed."""
-    for _ in range(1000):
+    """µs per request of each round (sorted), ``one`` handling ``per_call`` requests; ``tidy``
+    every 1000 requests, untimed."""
+    calls = max(1, requests // per_call)
+    for _ in range(max(1, 1000 // per_call)):
         one()
     tidy()
     results = []
     for _ in range(rounds):
         elapsed = 0.0
         done = 0
-        while done < requests:
-            batch = min(1000, requests - done)
+        while done < calls:
+            batch = min(max(1, 1000 // per_call), calls - done)
             started = time.perf_counter()
             if profiler:
                 profiler.enable()
@@ -162,7 +222,7 @@ def measure(
             elapsed += time.perf_counter() - started
             done += batch
             tidy()
-        results.append(elapsed / requests * 1e6)
+        results.append(elapsed / (calls * per_call) * 1e6)
     return sorted(results)
 
 
@@ -181,7 +241,25 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile one round")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false")
     parser.add_argument("--peer", choices=("portway", "uvproxy"), default="portway")
+    parser.add_argument(
+        "--in-flight", default="1", help="requests in flight at once (comma list: one run each)"
+    )
     args = parser.parse_args()
+    counts = [int(count) for count in args.in_flight.split(",")]
+    if counts != [1]:
+        if args.peer != "portway" or args.profile:
+            parser.error("--in-flight is for Portway, without --profile")
+        for count in counts:
+            wave, tidy, client_out, _, _ = portway_wave(default_config(args.access_log), count)
+            wave()
+            assert client_out[-1].endswith(b"ok\n"), client_out[-1]
+            rounds = measure(wave, tidy, args.requests, args.rounds, per_call=count)
+            print(
+                f"{rounds[0]:.2f} µs of Python per proxied request with {count} in flight (best "
+                f"of {len(rounds)} rounds of {args.requests}; median {rounds[len(rounds) // 2]:.2f})"
+                f" -- portway, {build_name()}"
+            )
+        return
     if args.peer == "uvproxy":
         one, tidy, client_out, upstream_out, _ = uvproxy_pair()
         name = "uvproxy (the bare peer)"
