@@ -129,7 +129,8 @@ def _failure(exc: OSError | ValueError) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):  # before ValueError: it is one too
         # "unable to get local issuer certificate", "Hostname mismatch, certificate is not valid
         # for 'x'": the part before the name
-        return f"its TLS certificate was not verified ({exc.verify_message.split(',')[0]})"
+        reason = (exc.verify_message or "certificate verify failed").split(",")[0]
+        return f"its TLS certificate was not verified ({reason})"
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return f"TLS failed ({exc.reason})"
     if isinstance(exc, ValueError):
