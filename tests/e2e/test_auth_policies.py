@@ -10,11 +10,15 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import bcrypt
 import jwt
 import pytest
+import yaml
 
+from portway.config.loader import load_config
 from portway.policies.basic_auth import hash_password
 from tests.e2e.gateway import GatewayThread
 from tests.support.admin import admin_get, metric_value, wait_until
@@ -100,6 +104,30 @@ def test_basic_auth_refusals_carry_the_challenge_and_reach_nobody(
         ("basic", "staff", "basic_auth", "missing_credentials"): 1,
         ("basic", "staff", "basic_auth", "invalid_credentials"): 2,
     }
+
+
+def test_basic_auth_with_an_htpasswd_bcrypt_user_through_a_file(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """A user copied from an ``htpasswd -B`` file ($2y$ bcrypt) into the YAML the gateway loads:
+    the right password passes (checked in the worker's hashing threads), a wrong one is 401."""
+    encoded = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode("ascii")
+    line = "carol:$2y$" + encoded[4:]  # what htpasswd writes
+    name, _, password_hash = line.partition(":")
+    settings = config(backend.address)
+    settings["policies"]["staff"]["basic_auth"]["users"] = [
+        {"name": name, "password_hash": password_hash}
+    ]
+    path = tmp_path / "portway.yaml"
+    path.write_text(yaml.safe_dump({"listeners": [{"address": "127.0.0.1:0"}], **settings}))
+    with GatewayThread(load_config(path)) as g:
+        good = request(g.port, "GET", "/basic", headers={"Authorization": basic("carol", "s3cret")})
+        assert good.status == 200
+        assert good.json()["headers"]["x-portway-consumer"] == "carol"
+        wrong = request(g.port, "GET", "/basic", headers={"Authorization": basic("carol", "s3cre")})
+        assert wrong.status == 401
+        assert wrong.header("portway-error") == "invalid_credentials"
+    assert len(backend.requests) == 1
 
 
 def test_jwt_passes_the_consumer_and_keeps_the_token(

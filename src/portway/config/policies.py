@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Annotated, Literal, Self
+from typing import Annotated, Final, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -99,6 +99,14 @@ class ApiKeyConfig(_Model):
     )
 
 
+_BCRYPT: Final = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+
+
+def hash_kind(password_hash: str) -> str:
+    """``bcrypt`` or ``pbkdf2_sha256``: the kind of a hash the model accepted."""
+    return "bcrypt" if password_hash.startswith("$2") else "pbkdf2_sha256"
+
+
 class BasicUser(_Model):
     """One user of HTTP Basic authentication."""
 
@@ -106,7 +114,8 @@ class BasicUser(_Model):
     password_hash: str = Field(
         description="`pbkdf2_sha256$<iterations>$<salt>$<hash>` as `portway hash-password` "
         "prints it (Django's format): the salt is text whose UTF-8 bytes are the PBKDF2 salt, "
-        "the hash the standard base64 of the 32-byte PBKDF2-HMAC-SHA256 output.",
+        "the hash the standard base64 of the 32-byte PBKDF2-HMAC-SHA256 output. Or a bcrypt "
+        "hash, `$2y$`, `$2b$` or `$2a$` (an htpasswd file's, `htpasswd -B`).",
         # A hash, but of a password a person chose: worth an offline guess, like /etc/shadow.
         json_schema_extra=SECRET,
     )
@@ -114,10 +123,18 @@ class BasicUser(_Model):
     @field_validator("password_hash")
     @classmethod
     def _format(cls, value: str) -> str:
+        if value.startswith("$2"):
+            if not _BCRYPT.fullmatch(value):
+                raise ValueError(
+                    "expected a bcrypt hash: $2y$, $2b$ or $2a$, a cost from 04 to 31, $, then 53 "
+                    "characters of ./A-Za-z0-9"
+                )
+            return value
         parts = value.split("$")
         if len(parts) != 4 or parts[0] != "pbkdf2_sha256" or not parts[1].isdigit():
             raise ValueError(
-                "expected pbkdf2_sha256$<iterations>$<salt>$<hash> (portway hash-password)"
+                "expected pbkdf2_sha256$<iterations>$<salt>$<hash> (portway hash-password) or a "
+                "bcrypt hash ($2y$...)"
             )
         if int(parts[1]) < 1000:
             raise ValueError("at least 1000 PBKDF2 iterations")
@@ -148,6 +165,19 @@ class BasicAuthConfig(_Model):
         if '"' in value or "\\" in value or not value.isprintable():
             raise ValueError("a realm is printable text without quotes or backslashes")
         return value
+
+    @field_validator("users")
+    @classmethod
+    def _one_hash_kind(cls, users: list[BasicUser]) -> list[BasicUser]:
+        # An unknown user is checked against a dummy hash of the users' kind and cost; with two
+        # kinds its timing would match only one, and tell the other kind's names apart.
+        kinds = sorted({hash_kind(user.password_hash) for user in users})
+        if len(kinds) > 1:
+            raise ValueError(
+                f"the users' password hashes mix {' and '.join(kinds)}: use one kind per policy, "
+                "so that timing never tells whether a user exists"
+            )
+        return users
 
 
 JwtAlgorithm = Literal[

@@ -64,9 +64,8 @@ NGINX_KEYS = frozenset(
 )  # fmt: skip
 _SERVED_WITHOUT = "not supported yet: the Ingress serves without it"
 _HTPASSWD = (
-    "not supported yet: the Secret's htpasswd hashes (bcrypt $2y$, $apr1$ MD5, {SHA}, crypt) "
-    "cannot be checked by the native basic_auth, which takes pbkdf2_sha256 hashes (portway "
-    "hash-password)"
+    "not supported yet: the Secret's htpasswd file is not read (the native basic_auth takes "
+    "its bcrypt $2y$ hashes, not $apr1$ MD5, {SHA} or crypt ones)"
 )
 _NOT_OPEN = "; the Ingress is not served rather than served without authentication"
 # Annotations that turn authentication on: serving their Ingress without it would open what its

@@ -1,4 +1,4 @@
-"""HTTP Basic authentication (RFC 7617) against configured users with PBKDF2 password hashes.
+"""HTTP Basic authentication (RFC 7617) against configured users with PBKDF2 or bcrypt hashes.
 
 Password hashes are Django's ``pbkdf2_sha256`` format, so hashes from a Django user table can be
 used as they are, and ``portway hash-password`` writes the same thing::
@@ -11,9 +11,14 @@ the standard base64 (with padding) of the 32-byte ``PBKDF2-HMAC-SHA256(password,
 iterations)``. Passwords are UTF-8 in Unicode NFC, the form RFC 7617 §2.1 asks clients to send with
 ``charset="UTF-8"``, both when hashing and when checking.
 
-PBKDF2 is slow on purpose (about 50 ms at the default count), far too slow for the event loop,
+bcrypt hashes (``$2y$``, ``$2b$``, ``$2a$``: what ``htpasswd -B`` writes, so an nginx or Apache
+password file's users can be copied over) are checked by the ``bcrypt`` package. bcrypt reads the
+first 72 bytes of a password, as htpasswd and every bcrypt implementation do; so does the check.
+One policy's users all have one kind of hash (the config model says so): see the dummy hash below.
+
+Both are slow on purpose (about 50 ms at the default count), far too slow for the event loop,
 where every client of the worker would wait while one password is checked. So a check that must
-hash runs in a small thread pool (``HASH_THREADS``; ``hashlib`` releases the GIL while it hashes)
+hash runs in a small thread pool (``HASH_THREADS``; ``hashlib`` and ``bcrypt`` release the GIL)
 and ``apply`` returns a pending verdict that the chain awaits: other requests are served meanwhile.
 Outside a running event loop (the CLI, plain unit tests) the check runs inline. Threads are a
 scarce resource too, so three things keep hashing rare:
@@ -28,8 +33,9 @@ scarce resource too, so three things keep hashing rare:
 * at most ``MAX_HASHING`` checks of one policy wait for or use the threads at once; beyond that a
   request gets 503 ``policy_unavailable`` with ``Retry-After`` instead of an ever longer queue.
 
-An unknown user name is checked against a dummy hash of the same cost, and the answer's text is the
-same as for a wrong password: neither timing nor text tells whether a user exists.
+An unknown user name is checked against a dummy hash of the same kind and cost as the dearest user's,
+and the answer's text is the same as for a wrong password: neither timing nor text tells whether a
+user exists.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final, NamedTuple
+
+import bcrypt
 
 from portway.config.policies import BasicAuthConfig
 from portway.messages import LocalAnswer, Request
@@ -73,8 +81,20 @@ class PasswordHash(NamedTuple):
     digest: bytes
 
 
-def parse_hash(encoded: str) -> PasswordHash:
-    """The parts of a ``pbkdf2_sha256$...`` line (the config model has checked its shape)."""
+class BcryptHash(NamedTuple):
+    encoded: bytes  # $2y$<cost>$<salt and hash>, as written
+    cost: int  # log2 of the rounds
+
+
+StoredHash = PasswordHash | BcryptHash
+BCRYPT_MAX_PASSWORD: Final = 72  # bytes bcrypt reads of a password
+
+
+def parse_hash(encoded: str) -> StoredHash:
+    """A ``pbkdf2_sha256$...`` line's parts, or a bcrypt hash (the config model has checked its
+    shape)."""
+    if encoded.startswith("$2"):
+        return BcryptHash(encoded.encode("ascii"), int(encoded[4:6]))
     algorithm, iterations, salt, digest = encoded.split("$")
     if algorithm != ALGORITHM:
         raise ValueError(f"not a {ALGORITHM} hash")
@@ -95,9 +115,23 @@ def hash_password(password: str, iterations: int = DEFAULT_ITERATIONS, salt: str
     return f"{ALGORITHM}${iterations}${salt}${base64.b64encode(digest).decode('ascii')}"
 
 
-def verify_password(password: str, stored: PasswordHash) -> bool:
+def verify_password(password: str, stored: StoredHash) -> bool:
+    if isinstance(stored, BcryptHash):
+        secret = unicodedata.normalize("NFC", password).encode("utf-8")
+        return bcrypt.checkpw(secret[:BCRYPT_MAX_PASSWORD], stored.encoded)
     derived = _derive(password, stored.salt, stored.iterations)
     return hmac.compare_digest(derived, stored.digest)
+
+
+def dummy_hash(users: list[StoredHash]) -> StoredHash:
+    """What an unknown user's password is checked against: the users' kind at the dearest user's
+    cost, matching no password."""
+    if isinstance(users[0], BcryptHash):
+        cost = max(user.cost for user in users if isinstance(user, BcryptHash))
+        # A valid salt (its last character carries 2 bits, so one of .Oeu) and an all-zero hash.
+        return BcryptHash(b"$2b$%02d$portwayunknownuserdumu%s" % (cost, b"." * 31), cost)
+    iterations = max(user.iterations for user in users if isinstance(user, PasswordHash))
+    return PasswordHash(iterations, b"portway-unknown-user", bytes(32))
 
 
 _executor: ThreadPoolExecutor | None = None
@@ -108,11 +142,11 @@ def _hashing_threads() -> ThreadPoolExecutor:
     hashes (threads do not survive a fork)."""
     global _executor
     if _executor is None:
-        _executor = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="portway-pbkdf2")
+        _executor = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="portway-password")
     return _executor
 
 
-def _verify(password: str, stored: PasswordHash) -> bool:
+def _verify(password: str, stored: StoredHash) -> bool:
     return verify_password(password, stored)  # looked up at call time (tests count the calls)
 
 
@@ -146,8 +180,7 @@ class BasicAuthPolicy(Policy):
         self.clock = clock
         self.users = {user.name: parse_hash(user.password_hash) for user in config.users}
         # Unknown users cost what the dearest known user costs, and never match.
-        cost = max(stored.iterations for stored in self.users.values())
-        self.dummy = PasswordHash(cost, b"portway-unknown-user", bytes(32))
+        self.dummy = dummy_hash(list(self.users.values()))
         challenge = b'Basic realm="%s", charset="UTF-8"' % config.realm.encode("utf-8")
         self.challenge: Final = (b"www-authenticate", challenge)
         self.cache: dict[bytes, str] = {}  # SHA-256 of the Authorization value -> user
@@ -218,7 +251,7 @@ class BasicAuthPolicy(Policy):
         return verdict
 
     def _checked(
-        self, request: Request, key: bytes, name: str, stored: PasswordHash | None, ok: bool
+        self, request: Request, key: bytes, name: str, stored: StoredHash | None, ok: bool
     ) -> LocalAnswer | None:
         """The verdict once the hash is known: remember a success, count a failure."""
         if not ok or stored is None:

@@ -165,7 +165,7 @@ def test_limits_become_rate_limits_per_client_ip(
         ("limit-burst-multiplier", "no burst"),
         ("limit-connections", "no limit of concurrent connections"),
         ("limit-whitelist", "rate limited like any other"),
-        ("auth-secret", "htpasswd hashes"),
+        ("auth-secret", "htpasswd file is not read"),
     ],
 )
 def test_what_is_not_mapped_says_so_precisely(tmp_path: Path, key: str, message: str) -> None:

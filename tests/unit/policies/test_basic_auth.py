@@ -1,6 +1,7 @@
 """HTTP Basic authentication (RFC 7617): credentials parsed strictly, Django-compatible PBKDF2
-hashes, answers that do not tell whether a user exists, and the two guards that keep PBKDF2 off the
-event loop (remembered good credentials, per-IP throttling of failures)."""
+hashes and htpasswd's bcrypt ones, answers that do not tell whether a user exists, and the two
+guards that keep hashing off the event loop (remembered good credentials, per-IP throttling of
+failures)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import base64
 from typing import Any
 
+import bcrypt
 import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
@@ -43,7 +45,7 @@ class CountingVerify:
     def __init__(self) -> None:
         self.calls = 0
 
-    def __call__(self, password: str, stored: basic_auth.PasswordHash) -> bool:
+    def __call__(self, password: str, stored: basic_auth.StoredHash) -> bool:
         self.calls += 1
         return verify_password(password, stored)
 
@@ -126,11 +128,62 @@ def test_passwords_are_compared_in_nfc() -> None:
         ("pbkdf2_sha256$1000$$" + "A" * 43 + "=", "salt"),
         ("pbkdf2_sha256$1000$salt$not-base64!", "base64 of 32 bytes"),
         ("pbkdf2_sha256$1000$salt$" + base64.b64encode(b"short").decode(), "base64 of 32 bytes"),
+        ("$2y$03$" + "a" * 53, "a cost from 04 to 31"),  # below bcrypt's least cost
+        ("$2y$10$" + "a" * 52, "53 characters"),
+        ("$2x$10$" + "a" * 53, "expected a bcrypt hash"),  # $2x$: a buggy old variant
+        ("$2y$10$" + "a" * 52 + "!", "53 characters"),
     ],
 )
 def test_malformed_hashes_are_config_errors(password_hash: str, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         BasicUser(name="x", password_hash=password_hash)
+
+
+def htpasswd_bcrypt(password: str, cost: int = 4) -> str:
+    """What ``htpasswd -B`` writes: a ``$2y$`` bcrypt hash (the least cost keeps the suite fast)."""
+    encoded = bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(cost)).decode("ascii")
+    return "$2y$" + encoded[4:]
+
+
+def test_bcrypt_hashes_from_htpasswd_are_checked() -> None:
+    stored = parse_hash(BasicUser(name="x", password_hash=htpasswd_bcrypt("s3cret")).password_hash)
+    assert isinstance(stored, basic_auth.BcryptHash) and stored.cost == 4
+    assert verify_password("s3cret", stored)
+    assert not verify_password("s3cret ", stored)
+    assert not verify_password("", stored)
+    # Every prefix means the same algorithm here ($2a$, $2b$, $2y$).
+    for prefix in (b"$2a$", b"$2b$"):
+        assert verify_password("s3cret", stored._replace(encoded=prefix + stored.encoded[4:]))
+
+
+def test_bcrypt_reads_the_first_72_bytes_of_a_password() -> None:
+    """As htpasswd and every bcrypt implementation do (bcrypt 5 refuses longer ones instead)."""
+    stored = parse_hash(htpasswd_bcrypt("é" * 36))  # 72 bytes of UTF-8
+    assert verify_password("é" * 36, stored)
+    assert verify_password("é" * 36 + "anything after", stored)
+    assert not verify_password("é" * 35, stored)
+
+
+def test_bcrypt_users_get_a_bcrypt_dummy_at_the_dearest_cost() -> None:
+    users = [
+        {"name": "alice", "password_hash": htpasswd_bcrypt("a", 4)},
+        {"name": "bob", "password_hash": htpasswd_bcrypt("b", 5)},
+    ]
+    policy = BasicAuthPolicy("staff", config(users=users))
+    assert isinstance(policy.dummy, basic_auth.BcryptHash) and policy.dummy.cost == 5
+    assert not verify_password("", policy.dummy)
+    assert not verify_password("portwayunknownuser", policy.dummy)
+    assert policy.apply(make_request(basic("bob", "b"))) is None  # outside a loop: inline
+    refused(policy.apply(make_request(basic("carol", "b"))), INVALID)
+
+
+def test_one_policy_cannot_mix_hash_kinds() -> None:
+    users = [
+        {"name": "alice", "password_hash": hash_password("a", ITERATIONS)},
+        {"name": "bob", "password_hash": htpasswd_bcrypt("b")},
+    ]
+    with pytest.raises(ValidationError, match="mix bcrypt and pbkdf2_sha256: use one kind"):
+        BasicAuthConfig.model_validate({"users": users})
 
 
 # -- credentials ---------------------------------------------------------------------------------
