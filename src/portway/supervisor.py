@@ -229,6 +229,7 @@ class Supervisor:
                 host, port = self.admin_socket.getsockname()[:2]
                 pid = next(s.pid for s in self.slots if s.role == "admin")
                 log.info("admin on http://%s (pid %d)", format_host_port(host, port), pid)
+            _warn_per_worker_limits(self.config, self.workers)
             for address in self.addresses:
                 log.info(
                     "listening on http://%s (%d worker%s, supervisor pid %d)",
@@ -382,6 +383,7 @@ class Supervisor:
         self._remember_reload(True, None)
         self._publish_reloads()
         log.info("SIGHUP: config is valid; workers reload it")
+        _warn_per_worker_limits(self.config, self.workers)
         for slot in self.slots:
             if slot.pid:
                 os.kill(slot.pid, signal.SIGHUP)
@@ -440,3 +442,23 @@ def _describe_status(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def _warn_per_worker_limits(config: Config, workers: int) -> None:
+    """Say, at start and at each reload, which rate limits count in each worker: with N workers a
+    client whose connections land on different workers gets up to N times the limit."""
+    if workers < 2:
+        return
+    for name, policy in config.policies.items():
+        limit = policy.rate_limit
+        if limit is not None and limit.store == "local":
+            log.warning(
+                "rate limit %r counts in each of the %d workers (store: local): a client may get "
+                "up to %d times %d requests per %gs; store: redis shares the counts",
+                name,
+                workers,
+                workers,
+                limit.requests,
+                limit.per,
+            )
+

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.support.backends import Backend
+from tests.support.backends import Backend, refused_port
 from tests.support.client import KeepAliveClient, request, stream_download, stream_upload
 from tests.support.pattern import pattern_sha256
 from tests.support.processes import rss_bytes, run_portway
@@ -76,19 +76,44 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero() -> None:
 
 
 def test_sighup_reloads_a_valid_config_and_keeps_serving_on_a_broken_one() -> None:
-    with Backend("one") as one, Backend("two") as two, run_portway(config_for(one.address), workers=2) as gw:
+    with (
+        Backend("one") as one,
+        Backend("two") as two,
+        run_portway(config_for(one.address), workers=2) as gw,
+    ):
         assert request(gw.port, "GET", "/").json()["backend"] == "one"
         gw.config_path.write_text(config_for(two.address))
         gw.proc.send_signal(signal.SIGHUP)
         assert wait_for(
-            lambda: all(
-                request(gw.port, "GET", "/").json()["backend"] == "two" for _ in range(6)
-            )
+            lambda: all(request(gw.port, "GET", "/").json()["backend"] == "two" for _ in range(6))
         )
         gw.config_path.write_text("services: [this is not valid")
         gw.proc.send_signal(signal.SIGHUP)
         gw.wait_for_stderr(r"new config is invalid, nothing changes")
         assert all(request(gw.port, "GET", "/").json()["backend"] == "two" for _ in range(6))
+
+
+def test_local_rate_limits_are_said_to_count_per_worker_at_start_and_reload() -> None:
+    """With N workers a store: local limit lets a client through up to N times: said at start
+    and after each reload, for local limits only (a shared one counts across workers)."""
+    limits = (
+        "policies:\n"
+        "  tight: {rate_limit: {requests: 5, per: 1m}}\n"
+        "  shared: {rate_limit: {requests: 7, per: 1s, store: redis}}\n"
+        f'redis: {{url: "redis://127.0.0.1:{refused_port()}/0"}}\n'
+    )
+    warning = (
+        r"rate limit 'tight' counts in each of the 2 workers \(store: local\): a client may get "
+        r"up to 2 times 5 requests per 60s; store: redis shares the counts"
+    )
+    with Backend() as backend, run_portway(config_for(backend.address, limits), workers=2) as gw:
+        gw.wait_for_stderr(warning)
+        assert not any("'shared'" in line for line in gw.stderr_lines)
+        gw.proc.send_signal(signal.SIGHUP)
+        gw.wait_for_stderr(r"SIGHUP: config is valid")
+        assert wait_for(lambda: sum("'tight' counts" in line for line in gw.stderr_lines) == 2)
+    with Backend() as backend, run_portway(config_for(backend.address, limits), workers=1) as gw:
+        assert not any("counts in each" in line for line in gw.stderr_lines)
 
 
 def test_invalid_config_exits_non_zero_naming_the_problem() -> None:
