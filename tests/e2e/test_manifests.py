@@ -5,11 +5,13 @@ EndpointSlices, a supervisor with two workers. Edits to the directory apply with
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
 import yaml
 
@@ -161,6 +163,56 @@ def test_a_terminating_endpoint_gets_no_new_requests(
         answers = [answered_by(gateway, "app.example.com", f"/{i}") for i in range(10)]
         assert answers == ["api"] * 10
         assert old.requests == []
+
+
+def test_an_htpasswd_secret_guards_the_ingress_and_its_edits_apply_live(
+    tmp_path: Path, backends: dict[str, Backend]
+) -> None:
+    """ingress-nginx's ``auth-type: basic``: the Secret's bcrypt users are checked; a user added to
+    the Secret can log in after the edit, with no restart; a Secret edited into an MD5 hash keeps
+    the last valid version serving (never the Ingress served open)."""
+
+    def users(**passwords: str) -> Doc:
+        lines = "".join(
+            f"{name}:$2y${bcrypt.hashpw(pw.encode(), bcrypt.gensalt(4)).decode()[4:]}\n"
+            for name, pw in passwords.items()
+        )
+        return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": "shop-users", "namespace": "default"},
+                "data": {"auth": base64.b64encode(lines.encode()).decode()}}  # fmt: skip
+
+    def basic(user: str, password: str) -> dict[str, str]:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+    guarded = ingress("shop", rule("shop.example.com", path("/", "shop", port="http")),
+                      annotations={"nginx.ingress.kubernetes.io/auth-type": "basic",
+                                   "nginx.ingress.kubernetes.io/auth-secret": "shop-users",
+                                   "nginx.ingress.kubernetes.io/auth-realm": "Shop staff"})  # fmt: skip
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    write_atomically(folder / "services.yaml", *services({"shop": backends["shop"]}))
+    write_atomically(folder / "shop.yaml", guarded, users(alice="wonder"))
+    listen = f"127.0.0.1:{free_port()}"
+    with run_portway_manifests(folder, extra_args=["--listen", listen]) as gateway:
+        port = gateway.port
+        missing = request(port, "GET", "/", host="shop.example.com")
+        assert missing.status == 401
+        assert missing.header("www-authenticate") == 'Basic realm="Shop staff", charset="UTF-8"'
+        ok = request(port, "GET", "/", host="shop.example.com", headers=basic("alice", "wonder"))
+        assert ok.status == 200 and ok.json()["headers"]["x-portway-consumer"] == "alice"
+        bob = basic("bob", "builder")
+        assert request(port, "GET", "/", host="shop.example.com", headers=bob).status == 401
+        write_atomically(folder / "shop.yaml", guarded, users(alice="wonder", bob="builder"))
+        gateway.wait_for_stderr(r"config generation 2 is live", 5.0)
+        assert request(port, "GET", "/", host="shop.example.com", headers=bob).status == 200
+        weak = users(alice="wonder")
+        weak["data"]["auth"] = base64.b64encode(b"alice:$apr1$x$y\n").decode()
+        write_atomically(folder / "shop.yaml", guarded, weak)
+        gateway.wait_for_stderr(r"Apache MD5 hashes are not accepted", 5.0)
+        # The last valid version keeps serving: still guarded, bob still known.
+        assert request(port, "GET", "/", host="shop.example.com").status == 401
+        assert request(port, "GET", "/", host="shop.example.com", headers=bob).status == 200
 
 
 def test_validate_lists_every_issue_and_exits_1_on_errors(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from portway.config.types import parse_duration
 from portway.kubernetes import policies, rewrites
 from portway.kubernetes.issues import ManifestIssue, Severity, issue_at
 from portway.kubernetes.objects import Ingress
+from portway.kubernetes.policies import BasicAuthSecret
 
 NGINX = "nginx.ingress.kubernetes.io/"
 PORTWAY = "portway.io/"
@@ -72,6 +73,8 @@ class Policy:
     app_root: str | None = None  # "/" of each host of the Ingress redirects here (302)
     # Route policies (address filter, rate limits, CORS) by name, for every route of the Ingress
     policies: dict[str, PolicyConfig] = field(default_factory=dict)
+    # auth-type: basic: the Secret whose users translate adds as a basic_auth policy
+    basic_auth: BasicAuthSecret | None = None
 
     @property
     def key(self) -> str:
@@ -170,6 +173,7 @@ def read_policy(ingress: Ingress) -> tuple[Policy, list[ManifestIssue]]:
         ca_secret=ca_secret,
         **rewrites.read_rewrites(annotations, reader.report),
         **policies.read_policies(annotations, _policy_prefix(ingress), reader.report),
+        basic_auth=policies.basic_auth_secret(annotations, ingress.meta.namespace, reader.report),
     )
     return policy, reader.issues
 

@@ -4,7 +4,9 @@ A build reads the directory, parses every document, and translates. Fault isolat
 as a cluster would give it: an object the API server would refuse (``parse``) or that Portway
 refuses (``translate``: a bad regex, a snippet annotation) is replaced by its last valid version
 when there is one, so a broken edit of one Ingress never takes down another, nor the edited one's
-working routes; the issue is reported until the edit is fixed. A file that stops parsing keeps the
+working routes; the issue is reported until the edit is fixed. An Ingress refused as it was last
+served (a Secret it reads, an htpasswd file, was edited into something it cannot use) has the
+Secrets of its namespace edited since then put back to their last valid versions, the same way. A file that stops parsing keeps the
 objects it last had (an editor's half-written save must not drop routes); a deleted file or
 document deletes its objects. Two documents defining one object: the first in path order wins.
 
@@ -101,11 +103,23 @@ class Controller:
             for k in result.rejected
             if k in self.last_good and self.last_good[k] != objects.get(k)
         ]
+        # An Ingress refused as it was last served: a Secret it reads (an htpasswd file, a CA) was
+        # edited into something it cannot use. The Secrets of its namespace edited since the last
+        # build go back to their last valid versions, so the Ingress keeps serving as it did.
+        unchanged = {k for k in result.rejected if k in self.last_good and k not in retry}
+        namespaces = {key[1] for key in unchanged}
+        secrets = [
+            k
+            for k, obj in objects.items()
+            if k[0] == "Secret" and k[1] in namespaces and k in self.last_good
+            and self.last_good[k] != obj
+        ]  # fmt: skip
+        retry += secrets
         if retry:
             for key in retry:
                 objects[key] = self.last_good[key]
                 kept.append(f"{key[0]} {_ref(key)}")
-            refused = {(key[0], _ref(key)) for key in retry}
+            refused = {(key[0], _ref(key)) for key in [*retry, *(unchanged if secrets else ())]}
             issues += [i for i in result.issues  # why the current versions were refused
                        if i.severity == "error" and (i.kind, i.name) in refused]  # fmt: skip
             result = translate(Objects.of(list(objects.values())), self.options, self.files)

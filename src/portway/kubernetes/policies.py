@@ -33,6 +33,12 @@ Semantics followed (ingress-nginx docs, "Annotations"; its ``ipallowlist``, ``ip
   Ingress (it would be asked literally), as does any URL that is not ``http(s)://``: an Ingress
   that asked for authentication is never served without it. ``auth-method``, ``auth-signin`` and
   the other ``auth-*`` keys are not mapped (a warning says so).
+* ``auth-type: basic`` with ``auth-secret`` (a Secret of the Ingress's namespace; ``auth-secret-type``
+  ``auth-file``, the default: its key ``auth`` is an htpasswd file, or ``auth-map``: one key per
+  user, the hash as its value) and ``auth-realm`` -> ``basic_auth``, built by ``translate`` from the
+  Secret (``basic_auth_users``). Only bcrypt hashes are accepted (``htpasswd -B``): ``$apr1$`` MD5,
+  ``{SHA}`` and crypt are too weak to check, and an Ingress whose Secret holds one is not served
+  (never served open). ``auth-type: digest`` is refused likewise.
 
 Policies are named ``ingress.<namespace>.<name>.<what>``: Kubernetes names are lower-case DNS
 names, and a namespace has no dot, so the name is valid, deterministic and unique per Ingress.
@@ -41,6 +47,7 @@ names, and a namespace has no dot, so the name is valid, deterministic and uniqu
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -60,19 +67,13 @@ CORS_KEYS = ("cors-allow-origin", "cors-allow-methods", "cors-allow-headers",
 # The ingress-nginx annotations this module reads (annotations.NGINX_SUPPORTED includes them).
 NGINX_KEYS = frozenset(
     {ALLOW, WHITELIST, DENY, "limit-rps", "limit-rpm", "limit-burst-multiplier", "enable-cors",
-     *CORS_KEYS, "auth-url", "auth-response-headers"}
+     *CORS_KEYS, "auth-url", "auth-response-headers", "auth-type", "auth-secret",
+     "auth-secret-type", "auth-realm"}
 )  # fmt: skip
 _SERVED_WITHOUT = "not supported yet: the Ingress serves without it"
-_HTPASSWD = (
-    "not supported yet: the Secret's htpasswd file is not read (the native basic_auth takes "
-    "its bcrypt $2y$ hashes, not $apr1$ MD5, {SHA} or crypt ones)"
-)
-_NOT_OPEN = "; the Ingress is not served rather than served without authentication"
-# Annotations that turn authentication on: serving their Ingress without it would open what its
-# author closed, so they refuse the Ingress (its last valid version keeps serving).
-REFUSED = {
-    "auth-type": _HTPASSWD + _NOT_OPEN,
-}
+NOT_OPEN = "; the Ingress is not served rather than served without authentication"
+# Annotations refused whatever their value (none today: auth-type is read, see basic_auth_secret).
+REFUSED: dict[str, str] = {}
 # Annotations of this family not mapped yet, with a message more precise than the generic one.
 NOT_YET = {
     "limit-connections": "not supported yet: Portway has no limit of concurrent connections per "
@@ -80,9 +81,6 @@ NOT_YET = {
     "limit-whitelist": "not supported yet: these addresses are rate limited like any other",
     "limit-rate": "not supported yet (bandwidth limit): the Ingress serves without it",
     "limit-rate-after": "not supported yet (bandwidth limit): the Ingress serves without it",
-    "auth-secret": _HTPASSWD,
-    "auth-secret-type": _HTPASSWD,
-    "auth-realm": _HTPASSWD,
 }
 DEFAULT_METHODS = "GET, PUT, POST, DELETE, PATCH, OPTIONS"
 DEFAULT_HEADERS = ("DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,"
@@ -230,7 +228,7 @@ def _forward_auth(annotations: dict[str, str], report: Report) -> ForwardAuthCon
         return None
     if "$" in url:
         report(NGINX + "auth-url", "nginx variables ($host, $request_uri, ...) are not expanded: "
-               "give a fixed URL (the request is described in X-Forwarded-* headers)" + _NOT_OPEN)  # fmt: skip
+               "give a fixed URL (the request is described in X-Forwarded-* headers)" + NOT_OPEN)  # fmt: skip
         return None
     fields: dict[str, Any] = {"url": url.strip(), "copy_headers": _items(copied or "")}
     try:
@@ -238,5 +236,85 @@ def _forward_auth(annotations: dict[str, str], report: Report) -> ForwardAuthCon
     except ValidationError as exc:
         for field, message in _messages(exc):
             key = "auth-response-headers" if field == "copy_headers" else "auth-url"
-            report(NGINX + key, message + (_NOT_OPEN if key == "auth-url" else ""))
+            report(NGINX + key, message + (NOT_OPEN if key == "auth-url" else ""))
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuthSecret:
+    """``auth-type: basic``: where the users are; ``translate`` reads the Secret."""
+
+    name: str  # a Secret of the Ingress's namespace
+    per_key: bool  # auth-map: one key per user; else auth-file: the key "auth" is an htpasswd file
+    realm: str
+
+
+def basic_auth_secret(
+    annotations: dict[str, str], namespace: str, report: Report
+) -> BasicAuthSecret | None:
+    """The Secret ``auth-type: basic`` names, or None (and an error when the annotations ask for
+    authentication that cannot be given: the Ingress is then not served)."""
+    kind = annotations.get(NGINX + "auth-type")
+    if kind is None:
+        for name in ("auth-secret", "auth-secret-type", "auth-realm"):
+            if NGINX + name in annotations:
+                report(NGINX + name, "has no effect without auth-type", "warning")
+        return None
+    if kind.strip() != "basic":
+        report(NGINX + "auth-type", f"auth-type {kind.strip()!r} is not supported (basic is)"
+               + NOT_OPEN)  # fmt: skip
+        return None
+    secret = (annotations.get(NGINX + "auth-secret") or "").strip()
+    if not secret:
+        report(NGINX + "auth-type", "needs auth-secret, the Secret holding the users" + NOT_OPEN)
+        return None
+    secret_namespace, _, name = secret.rpartition("/")
+    if secret_namespace and secret_namespace != namespace:
+        report(NGINX + "auth-secret", "a Secret of another namespace is not read" + NOT_OPEN)
+        return None
+    layout = (annotations.get(NGINX + "auth-secret-type") or "auth-file").strip()
+    if layout not in ("auth-file", "auth-map"):
+        report(NGINX + "auth-secret-type", f"expected auth-file or auth-map, got {layout!r}"
+               + NOT_OPEN)  # fmt: skip
+        return None
+    realm = (annotations.get(NGINX + "auth-realm") or "").strip()
+    return BasicAuthSecret(name, layout == "auth-map", realm)
+
+
+# htpasswd hash prefixes Portway will not check, and what they are
+_WEAK_HASHES = (("$apr1$", "Apache MD5"), ("{SHA}", "SHA-1"), ("$1$", "MD5 crypt"),
+                ("$5$", "SHA-256 crypt"), ("$6$", "SHA-512 crypt"))  # fmt: skip
+
+
+def basic_auth_users(
+    data: dict[str, bytes], secret: BasicAuthSecret
+) -> tuple[list[dict[str, str]], list[str]]:
+    """The ``basic_auth`` users of the Secret's ``data``, and the problems found (none: usable)."""
+    pairs: list[tuple[str, str, str]] = []  # (where, user, hash)
+    if secret.per_key:
+        for key, value in data.items():
+            pairs.append((f"key {key!r}", key, value.decode("utf-8", "replace").strip()))
+    elif "auth" not in data:
+        return [], ["has no key 'auth' (the htpasswd file, auth-secret-type auth-file)"]
+    else:
+        text = data["auth"].decode("utf-8", "replace")
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            user, colon, password_hash = line.strip().partition(":")
+            if not colon:
+                return [], [f"line {number} of 'auth' is not user:hash"]
+            pairs.append((f"line {number} of 'auth'", user, password_hash))
+    problems: list[str] = []
+    for where, user, password_hash in pairs:
+        weak = next(
+            (what for prefix, what in _WEAK_HASHES if password_hash.startswith(prefix)), None
+        )
+        if weak is not None or not password_hash.startswith("$2"):
+            what = weak or "crypt or plain text"
+            problems.append(f"{where}: user {user!r}: {what} hashes are not accepted, only "
+                            "bcrypt (htpasswd -B)")  # fmt: skip
+    if not pairs and not problems:
+        problems.append("holds no users")
+    users = [{"name": user, "password_hash": password_hash} for _, user, password_hash in pairs]
+    return users, problems

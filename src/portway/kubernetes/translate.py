@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from portway.config import semantic
 from portway.config.model import Config, ListenerConfig, RouteConfig, ServiceConfig
 from portway.config.observability import AdminConfig
-from portway.config.policies import PolicyConfig
+from portway.config.policies import BasicAuthConfig, PolicyConfig
 from portway.config.rewrites import RedirectConfig
 from portway.config.tls import CertificateConfig, HttpsRedirectConfig, ListenerTlsConfig
 from portway.config.types import parse_host_port
@@ -48,6 +48,7 @@ from portway.kubernetes.classes import select_ingresses
 from portway.kubernetes.files import SecretFiles
 from portway.kubernetes.issues import ManifestIssue, Severity, Source, issue_at
 from portway.kubernetes.objects import Backend, Ingress, ObjectKey, Objects, key_of
+from portway.kubernetes.policies import NOT_OPEN, BasicAuthSecret, basic_auth_users
 from portway.kubernetes.resolve import Resolver
 from portway.kubernetes.rewrites import NGINX, action_problem, route_action
 from portway.pki import MaterialError, load_ca_bundle
@@ -187,6 +188,8 @@ class _Build:
                     if problem is not None:
                         self.report(ingress, at, problem, "error")
                         ok = False
+        if ok and policy.basic_auth is not None:
+            ok = self.add_basic_auth(ingress, policy, policy.basic_auth)
         if ok and policy.service:
             ok = self.vet_service(ingress, policy)
         if not ok:
@@ -213,6 +216,33 @@ class _Build:
             self.report(ingress, "metadata.annotations", message, "error")
         policy.service.update(service)  # the CA file, for the services this Ingress makes
         return not problems
+
+    def add_basic_auth(self, ingress: Ingress, policy: Policy, wanted: BasicAuthSecret) -> bool:
+        """The users of the Secret ``auth-secret`` names, as the Ingress's ``basic_auth`` policy;
+        False (the Ingress not served: never served open) when they cannot be checked."""
+        at = f"metadata.annotations[{NGINX}auth-secret]"
+        ref = f"{ingress.meta.namespace}/{wanted.name}"
+        secret = next((s for s in self.objects.secrets
+                       if (s.meta.namespace, s.meta.name) == (ingress.meta.namespace, wanted.name)), None)  # fmt: skip
+        if secret is None:
+            self.report(ingress, at, f"Secret {ref} not found{NOT_OPEN}", "error")
+            return False
+        users, problems = basic_auth_users(secret.data, wanted)
+        for problem in problems:
+            self.report(ingress, at, f"Secret {ref} {problem}{NOT_OPEN}", "error")
+        if problems:
+            return False
+        try:
+            config = BasicAuthConfig.model_validate({"realm": wanted.realm, "users": users})
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                where = ".".join(str(part) for part in error["loc"])
+                self.report(ingress, at, f"Secret {ref}: {where}: {error['msg']}{NOT_OPEN}",
+                            "error")  # fmt: skip
+            return False
+        name = f"ingress.{ingress.meta.namespace}.{ingress.meta.name}.basic-auth"
+        policy.policies[name] = PolicyConfig(basic_auth=config)
+        return True
 
     def ca_file(self, ingress: Ingress, name: str) -> str | None:
         secret = next((s for s in self.objects.secrets

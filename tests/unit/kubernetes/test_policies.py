@@ -4,13 +4,17 @@ range", "Denylist source range", "Rate Limiting", "Enable CORS"; defaults from i
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 
 from portway.config.model import Config
 from portway.kubernetes import Report
+from portway.messages import Request
+from portway.policies.basic_auth import BasicAuthPolicy
 from tests.unit.kubernetes.manifests import (
     backend,
     build,
@@ -165,7 +169,7 @@ def test_limits_become_rate_limits_per_client_ip(
         ("limit-burst-multiplier", "no burst"),
         ("limit-connections", "no limit of concurrent connections"),
         ("limit-whitelist", "rate limited like any other"),
-        ("auth-secret", "htpasswd file is not read"),
+        ("auth-secret", "has no effect without auth-type"),
     ],
 )
 def test_what_is_not_mapped_says_so_precisely(tmp_path: Path, key: str, message: str) -> None:
@@ -335,4 +339,112 @@ def test_auth_response_headers_that_would_frame_the_request_refuse_the_ingress(
     )
     [issue] = issues_about(report, f"metadata.annotations[{N}auth-response-headers]")
     assert issue.severity == "error" and "content-length" in issue.message
+    assert config.routes == []
+
+
+# -- auth-type: basic (an htpasswd Secret) --------------------------------------------------------
+
+
+def htpasswd_secret(data: dict[str, str], name: str = "users") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": "shop"},
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+    }  # fmt: skip
+
+
+def bcrypt_hash(password: str) -> str:
+    """What ``htpasswd -B`` writes (the least cost keeps the suite fast)."""
+    return "$2y$" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()[4:]
+
+
+def basic_auth_ingress(
+    tmp_path: Path, secret: dict[str, Any] | None, **more: str
+) -> tuple[Config, Report]:
+    annotations = {N + "auth-type": "basic", N + "auth-secret": "users", **more}
+    documents = [ingress("web", rule("web.example.com", path("/", "web")), namespace="shop",
+                         annotations=annotations)]  # fmt: skip
+    if secret is not None:
+        documents.append(secret)
+    return build(write(tmp_path / "m", *documents))
+
+
+def test_an_htpasswd_secret_becomes_a_basic_auth_policy(tmp_path: Path) -> None:
+    alice, bob = bcrypt_hash("wonder"), bcrypt_hash("builder")
+    secret = htpasswd_secret({"auth": f"alice:{alice}\n\nbob:{bob}\n"})
+    config, report = basic_auth_ingress(tmp_path, secret, **{N + "auth-realm": "Staff only"})
+    assert annotation_issues(report) == []
+    policy = config.policies[f"{PREFIX}.basic-auth"].basic_auth
+    assert policy is not None and policy.realm == "Staff only"
+    assert [(u.name, u.password_hash) for u in policy.users] == [("alice", alice), ("bob", bob)]
+    assert [route.policies for route in config.routes] == [[f"{PREFIX}.basic-auth"]]
+    # The policy checks the Secret's passwords.
+    checker = BasicAuthPolicy("b", policy)
+    assert checker.apply(request_with(_basic("bob", "builder"))) is None
+    assert checker.apply(request_with(_basic("bob", "x"))) is not None
+
+
+def request_with(authorization: bytes) -> Request:
+    return Request("GET", "h", "/", headers=[(b"authorization", authorization)])
+
+
+def _basic(user: str, password: str) -> bytes:
+    return b"Basic " + base64.b64encode(f"{user}:{password}".encode())
+
+
+def test_an_auth_map_secret_has_one_key_per_user(tmp_path: Path) -> None:
+    carol = bcrypt_hash("pw")
+    config, report = basic_auth_ingress(
+        tmp_path, htpasswd_secret({"carol": carol}), **{N + "auth-secret-type": "auth-map"}
+    )
+    assert annotation_issues(report) == []
+    policy = config.policies[f"{PREFIX}.basic-auth"].basic_auth
+    assert policy is not None and policy.realm == ""  # ingress-nginx's default: no realm text
+    assert [(u.name, u.password_hash) for u in policy.users] == [("carol", carol)]
+
+
+@pytest.mark.parametrize(
+    ("secret", "more", "message"),
+    [
+        (None, {}, "Secret shop/users not found"),
+        (htpasswd_secret({"other": "x"}), {}, "has no key 'auth'"),
+        (htpasswd_secret({"auth": "\n"}), {}, "holds no users"),
+        (htpasswd_secret({"auth": "alice"}), {}, "line 1 of 'auth' is not user:hash"),
+        (htpasswd_secret({"auth": "alice:$apr1$abc$def"}), {},
+         "line 1 of 'auth': user 'alice': Apache MD5 hashes are not accepted, only bcrypt"),
+        (htpasswd_secret({"auth": "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="}), {}, "SHA-1 hashes are not"),
+        (htpasswd_secret({"auth": "alice:plaintext"}), {}, "crypt or plain text hashes are not"),
+        (htpasswd_secret({"auth": "al ice:$2y$04$" + "a" * 53}), {}, "users.0.name"),
+    ],
+)  # fmt: skip
+def test_an_htpasswd_secret_that_cannot_be_checked_refuses_the_ingress(
+    tmp_path: Path, secret: dict[str, Any] | None, more: dict[str, str], message: str
+) -> None:
+    config, report = basic_auth_ingress(tmp_path, secret, **more)
+    [issue] = issues_about(report, f"metadata.annotations[{N}auth-secret]")
+    assert issue.severity == "error"
+    assert message in issue.message
+    assert "not served rather than served without authentication" in issue.message
+    assert config.routes == [] and config.policies == {}
+
+
+@pytest.mark.parametrize(
+    ("more", "key", "message"),
+    [
+        ({N + "auth-type": "digest"}, "auth-type", "auth-type 'digest' is not supported"),
+        ({N + "auth-secret": "other/users"}, "auth-secret", "another namespace"),
+        (
+            {N + "auth-secret-type": "auth-json"},
+            "auth-secret-type",
+            "expected auth-file or auth-map",
+        ),
+    ],
+)
+def test_basic_auth_annotations_that_cannot_be_followed_refuse_the_ingress(
+    tmp_path: Path, more: dict[str, str], key: str, message: str
+) -> None:
+    secret = htpasswd_secret({"auth": f"alice:{bcrypt_hash('pw')}"})
+    config, report = basic_auth_ingress(tmp_path, secret, **more)
+    [issue] = issues_about(report, f"metadata.annotations[{N}{key}]")
+    assert issue.severity == "error" and message in issue.message
     assert config.routes == []
