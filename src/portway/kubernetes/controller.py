@@ -6,9 +6,10 @@ refuses (``translate``: a bad regex, a snippet annotation) is replaced by its la
 when there is one, so a broken edit of one Ingress never takes down another, nor the edited one's
 working routes; the issue is reported until the edit is fixed. An Ingress refused as it was last
 served (a Secret it reads, an htpasswd file, was edited into something it cannot use) has the
-Secrets of its namespace edited since then put back to their last valid versions, the same way. A file that stops parsing keeps the
-objects it last had (an editor's half-written save must not drop routes); a deleted file or
-document deletes its objects. Two documents defining one object: the first in path order wins.
+Secrets of its namespace edited since then put back to their last valid versions, the same way.
+A file that stops parsing keeps the objects it last had (an editor's half-written save must not
+drop routes); a deleted file or document deletes its objects. Two documents defining one object:
+the first in path order wins.
 
 Processes: ``portway run`` forks workers from the supervisor, and each worker reloads on SIGHUP by
 calling the loader. Only the supervisor (the process that made the controller) builds; it writes
