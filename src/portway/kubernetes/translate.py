@@ -47,7 +47,7 @@ from portway.kubernetes.certificates import plan_tls
 from portway.kubernetes.classes import select_ingresses
 from portway.kubernetes.files import SecretFiles
 from portway.kubernetes.issues import ManifestIssue, Severity, Source, issue_at
-from portway.kubernetes.objects import Backend, Ingress, ObjectKey, Objects, key_of
+from portway.kubernetes.objects import Backend, Ingress, ObjectKey, Objects, Secret, key_of
 from portway.kubernetes.policies import NOT_OPEN, BasicAuthSecret, basic_auth_users
 from portway.kubernetes.resolve import Resolver
 from portway.kubernetes.rewrites import NGINX, action_problem, route_action
@@ -222,8 +222,7 @@ class _Build:
         False (the Ingress not served: never served open) when they cannot be checked."""
         at = f"metadata.annotations[{NGINX}auth-secret]"
         ref = f"{ingress.meta.namespace}/{wanted.name}"
-        secret = next((s for s in self.objects.secrets
-                       if (s.meta.namespace, s.meta.name) == (ingress.meta.namespace, wanted.name)), None)  # fmt: skip
+        secret = self.secret(ingress, wanted.name)
         if secret is None:
             self.report(ingress, at, f"Secret {ref} not found{NOT_OPEN}", "error")
             return False
@@ -244,9 +243,15 @@ class _Build:
         policy.policies[name] = PolicyConfig(basic_auth=config)
         return True
 
+    def secret(self, ingress: Ingress, name: str) -> Secret | None:
+        """The Secret ``name`` of the Ingress's namespace, if there is one."""
+        key = (ingress.meta.namespace, name)
+        return next(
+            (s for s in self.objects.secrets if (s.meta.namespace, s.meta.name) == key), None
+        )
+
     def ca_file(self, ingress: Ingress, name: str) -> str | None:
-        secret = next((s for s in self.objects.secrets
-                       if (s.meta.namespace, s.meta.name) == (ingress.meta.namespace, name)), None)  # fmt: skip
+        secret = self.secret(ingress, name)
         at = "metadata.annotations[portway.io/backend-tls-ca-secret]"
         if secret is None or "ca.crt" not in secret.data or self.files is None:
             self.report(ingress, at, f"Secret {ingress.meta.namespace}/{name} with a ca.crt not "
