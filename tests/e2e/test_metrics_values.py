@@ -268,18 +268,20 @@ def send_until_lines_are_dropped(g: GatewayThread) -> int:
 
 
 def settled_drop_count(g: GatewayThread) -> int:
-    """The access log's count of dropped lines once it stops changing: lines still waiting to be
-    handed over when the requests stopped are dropped a moment later."""
+    """The access log's count of dropped lines once every line has been handed to the writer or
+    dropped: the last ones wait for the formatting delay and the next sweep, then (the FIFO still
+    full) are dropped too."""
     access_log = g.gateway.ctx.access_log
     assert access_log is not None
 
     def settled() -> int | None:
-        before = g.call(lambda: access_log.dropped)
-        time.sleep(0.5)
-        after = g.call(lambda: access_log.dropped)
-        return after if after == before else None
+        waiting, dropped = g.call(
+            lambda: (len(access_log._pending) + len(access_log._batch), access_log.dropped)
+        )
+        return None if waiting else dropped
 
     dropped: int = wait_until(settled)
+    assert dropped is not None, "lines still wait to be handed over"
     return dropped
 
 
