@@ -44,6 +44,7 @@ COMPILED = [
     "src/portway/balancing/outlier.py",
     "src/portway/observability/stats.py",
     "src/portway/observability/access_log.py",
+    "src/portway/observability/log_lines.py",
     "src/portway/observability/trace_context.py",
     "src/portway/upstream/connection.py",
     "src/portway/upstream/pool.py",

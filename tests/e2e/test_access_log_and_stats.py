@@ -202,7 +202,8 @@ def test_a_sink_that_stops_taking_lines_does_not_grow_memory(tmp_path: Path) -> 
     import os
 
     from portway.config.observability import AccessLogConfig
-    from portway.observability.access_log import MAX_BACKLOG, AccessLog, Entry
+    from portway.observability.access_log import MAX_BACKLOG, AccessLog
+    from portway.observability.log_lines import Entry
 
     fifo = tmp_path / "stuck"
     os.mkfifo(fifo)
@@ -210,8 +211,9 @@ def test_a_sink_that_stops_taking_lines_does_not_grow_memory(tmp_path: Path) -> 
     try:
         access_log = AccessLog(AccessLogConfig(path=str(fifo)))
         entry = Entry(
-            1.0, 2.0, 0.0, 0.0, 0.0, None, "1.1", 200, 0, 10, "r", "s", "", 0, "", "", "x" * 2000
-        )
+            1.0, 2.0, 0.0, 0.0, 0.0, "/", 200, 0, 10, 0, "x" * 2000, "", "", "", b"", b"",
+            "GET", "h", "1.1", "r", "s", "", "",
+        )  # fmt: skip
         for _ in range(MAX_BACKLOG // (50 * 2000) + 40):
             for _ in range(50):
                 access_log.add(entry)

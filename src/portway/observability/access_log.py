@@ -15,27 +15,23 @@ bound on a stall is the reason.) The
 formatting is a couple of microseconds (JSON is hand-assembled, not ``json.dumps`` of a dict):
 done by a thread it would cost more, as the thread must take the GIL from the event loop, and a
 second's worth of lines formatted in one go (compiled code does not yield the GIL) stalls the loop
-for as long. What is never logged: the query string (it carries API keys and tokens), nor the
-Referer's query and fragment, request headers other than User-Agent and Referer, cookies and
-Authorization.
+for as long. The lines themselves, and what is never logged: portway.observability.log_lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import queue
 import random
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import IO, Any, Final, NamedTuple
+from typing import IO, Final
 
 from portway.config.observability import AccessLogConfig
-from portway.messages import Request
+from portway.observability.log_lines import RENDERERS, EntryTuple, Renderer, Repeats, json_line
 
 log: Final = logging.getLogger("portway.access_log")
 
@@ -51,74 +47,6 @@ MAX_PENDING: Final = 128
 MAX_BACKLOG: Final = 32 << 20
 
 
-# (method, host, path, User-Agent, Referer) of a request, for an access log line
-RequestSummary = tuple[str, str, str, str, str]
-
-
-def summarize(request: Request) -> RequestSummary:
-    """What a line needs of ``request``, as plain strings (User-Agent and Referer "" if absent)."""
-    user_agent = referer = ""
-    for key, value in request.headers:
-        size = len(key)
-        if size == 10 or size == 7:  # only "user-agent" and "referer" have these lengths here
-            name = key.lower()
-            if name == b"user-agent":
-                user_agent = value.decode("latin-1")
-            elif name == b"referer":
-                referer = value.decode("latin-1")
-    return request.method, request.host, request.path, user_agent, referer
-
-
-class Entry(NamedTuple):
-    """What the hot path hands over: raw values only; the writer thread derives the rest."""
-
-    start: float  # monotonic time the exchange began
-    end: float  # monotonic time it ended
-    sent: float  # monotonic time the request went upstream; 0: never
-    first_byte: float  # monotonic time the response head arrived; 0: never
-    connect: float  # seconds spent opening a new upstream connection; 0: a pooled one was used
-    # method, host, path, User-Agent and Referer: a Request, or a RequestSummary of them (what the
-    # data plane hands over: plain strings, nothing the garbage collector has to follow)
-    request: Request | RequestSummary | None
-    http_version: str
-    status: int
-    bytes_in: int  # request body bytes
-    bytes_out: int  # response bytes written, head included
-    route: str
-    service: str
-    instance: str
-    retries: int
-    cause: str  # portway-error of a local answer, "" otherwise
-    client_ip: str
-    request_id: str
-    consumer: str = ""  # who an authentication policy found the client to be
-    trace_id: str = ""  # W3C trace id (32 hex digits) the request was given or continued
-
-
-# What ``AccessLog.add`` takes: an ``Entry`` or a plain tuple laid out like one.
-EntryTuple = tuple[
-    float,
-    float,
-    float,
-    float,
-    float,
-    Request | RequestSummary | None,
-    str,
-    int,
-    int,
-    int,
-    str,
-    str,
-    str,
-    int,
-    str,
-    str,
-    str,
-    str,
-    str,
-]
-
-
 class AccessLog:
     def __init__(
         self, config: AccessLogConfig, loop: asyncio.AbstractEventLoop | None = None
@@ -129,9 +57,9 @@ class AccessLog:
         self.path = config.path
         self.sample_rate = config.sample_rate
         self.sampling = config.sample_rate < 1.0
-        self._render: Renderer = _RENDERERS[config.format]
+        self._render: Renderer = RENDERERS[config.format]
         self._json = config.format == "json"
-        self._clock = _Clock()
+        self._repeats = Repeats()
         # Wall clock minus monotonic clock, renewed at each flush: lines carry dates, exchanges
         # monotonic times.
         self._offset = time.time() - time.monotonic()
@@ -156,7 +84,7 @@ class AccessLog:
     def add(self, entry: EntryTuple) -> None:
         """Log one request. ``entry`` may be a plain tuple laid out as ``Entry`` (the hot path
         builds those: a NamedTuple costs a Python-level ``__new__`` per request)."""
-        if self.sampling and entry[7] < 500 and self._random() >= self.sample_rate:
+        if self.sampling and entry[6] < 500 and self._random() >= self.sample_rate:
             return
         pending = self._pending
         pending.append(entry)
@@ -178,14 +106,14 @@ class AccessLog:
         self._pending = []
         batch = self._batch
         offset = self._offset
-        clock = self._clock
+        repeats = self._repeats
         if self._json:  # called directly: compiled, the entry is not boxed into a tuple object
             for entry in pending:
-                batch.append(_json(entry, offset, clock))
+                batch.append(json_line(entry, offset, repeats))
         else:
             render = self._render
             for entry in pending:
-                batch.append(render(entry, offset, clock))
+                batch.append(render(entry, offset, repeats))
         if len(batch) >= HANDOFF:
             self._hand_over()
 
@@ -252,194 +180,3 @@ class AccessLog:
             # The buffered tail of a broken sink is lost, as its lines were.
             with contextlib.suppress(OSError):
                 stream.close()
-
-
-_encode_string: Final[Callable[[str], str]] = (
-    getattr(json.encoder, "c_encode_basestring_ascii", None) or json.encoder.encode_basestring_ascii
-)
-
-
-class _Clock:
-    """ISO 8601 UTC dates with milliseconds, remembered: lines come in time order, many in the
-    same millisecond."""
-
-    __slots__ = ("_millis", "_prefix", "_second", "_text")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""  # "YYYY-MM-DDTHH:MM:SS." of _second
-        self._millis = -1
-        self._text = ""
-
-    def iso(self, seconds: float) -> str:
-        millis = int(seconds * 1000)
-        if millis == self._millis:
-            return self._text
-        whole = millis // 1000
-        if whole != self._second:
-            self._second = whole
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
-        text = self._prefix + str(millis - whole * 1000 + 1000)[1:] + "Z"
-        self._millis = millis
-        self._text = text
-        return text
-
-
-def _ms(seconds: float) -> str:
-    """A duration in milliseconds with three decimals, as ``repr(round(seconds * 1000, 3))``
-    writes it ("0.6", "12.345", "1.0"), from whole microseconds: no float formatting, and one
-    f-string per case rather than slicing and stripping a padded string (a third cheaper
-    compiled). (Computed: a table of the 1,000 fractions was cheaper in a loop, but under load
-    each lookup touched a string out of the cache, which cost more.)"""
-    micros = int(seconds * 1_000_000 + 0.5) if seconds >= 0 else -int(-seconds * 1_000_000 + 0.5)
-    if micros < 0:
-        return "-" + _ms(-seconds)
-    whole = micros // 1000
-    fraction = micros - whole * 1000
-    if not fraction:
-        return f"{whole}.0"
-    if fraction % 10:  # three decimals
-        if fraction >= 100:
-            return f"{whole}.{fraction}"
-        if fraction >= 10:
-            return f"{whole}.0{fraction}"
-        return f"{whole}.00{fraction}"
-    if fraction % 100:  # two
-        tens = fraction // 10
-        return f"{whole}.{tens}" if tens >= 10 else f"{whole}.0{tens}"
-    return f"{whole}.{fraction // 100}"
-
-
-def _parts(entry: EntryTuple) -> RequestSummary:
-    """method, host, path, user agent, referer of an entry's request ("" without one)."""
-    request = entry[5]
-    if request is None:
-        return "", "", "", "", ""
-    if isinstance(request, tuple):
-        return request
-    return summarize(request)
-
-
-def _referer(referer: str) -> str:
-    """A Referer as logged: without its query and fragment, which carry API keys and tokens
-    (``?api_key=``, ``#access_token=``) like the request's own query, also never logged."""
-    end = referer.find("?")
-    fragment = referer.find("#")
-    if fragment >= 0 and (end < 0 or fragment < end):
-        end = fragment
-    return referer if end < 0 else referer[:end]
-
-
-def _fields(entry: EntryTuple, wall_offset: float) -> dict[str, Any]:
-    """The logged fields of an entry, in log order (JSON values)."""
-    start, end, sent, first_byte, connect = entry[0], entry[1], entry[2], entry[3], entry[4]
-    method, host, path, user_agent, referer = _parts(entry)
-    return {
-        "time": start + wall_offset,
-        "request_id": entry[16],
-        "client_ip": entry[15],
-        "method": method,
-        "host": host,
-        "path": path,
-        "http_version": entry[6],
-        "status": entry[7],
-        "bytes_in": entry[8],
-        "bytes_out": entry[9],
-        "route": entry[10],
-        "service": entry[11],
-        "instance": entry[12],
-        "connect_ms": round(connect * 1000, 3) if connect else -1.0,
-        "first_byte_ms": round((first_byte - sent) * 1000, 3) if first_byte and sent else -1.0,
-        "total_ms": round((end - start) * 1000, 3) if end and start else -1.0,
-        "retries": entry[13],
-        "cause": entry[14],
-        "consumer": entry[17],
-        "trace_id": entry[18],
-        "user_agent": user_agent,
-        "referer": _referer(referer),
-    }
-
-
-_QUOTED_LIMIT: Final = 4096
-# String -> its JSON form. Most logged strings repeat (method, host, route, service, instance,
-# cause, user agent, path): one dict lookup instead of an escape pass and a new string. Bounded,
-# filled as strings come.
-_quoted: Final[dict[str, str]] = {}
-
-
-def _quote_json(text: str) -> str:
-    quoted = _quoted.get(text)
-    if quoted is None:
-        quoted = _encode_string(text)
-        if len(_quoted) < _QUOTED_LIMIT:
-            _quoted[text] = quoted
-    return quoted
-
-
-def _json(entry: EntryTuple, wall_offset: float, clock: _Clock) -> str:
-    """One JSON object and a newline: the fields of ``_fields`` in that order, as
-    ``json.dumps(separators=(",", ":"))`` writes them (strings through the same escaping), but
-    assembled by hand, several times faster: one f-string, which builds the line in one go (a
-    fifth cheaper than joining a list of its pieces). The request id needs no escaping: it is
-    either minted here (hex) or a client's that passed ``forward.valid_request_id`` (no quote,
-    backslash or control character); the trace id is hex digits."""
-    start: float = entry[0]
-    end: float = entry[1]
-    sent: float = entry[2]
-    first_byte: float = entry[3]
-    connect: float = entry[4]
-    method, host, path, user_agent, referer = _parts(entry)
-    connect_ms = _ms(connect) if connect else "-1.0"
-    first_byte_ms = _ms(first_byte - sent) if first_byte and sent else "-1.0"
-    total_ms = _ms(end - start) if end and start else "-1.0"
-    return (
-        f'{{"time":"{clock.iso(start + wall_offset)}","request_id":"{entry[16]}",'
-        f'"client_ip":{_quote_json(entry[15])},"method":{_quote_json(method)},'
-        f'"host":{_quote_json(host)},"path":{_quote_json(path)},'
-        f'"http_version":{_quote_json(entry[6])},"status":{entry[7]},"bytes_in":{entry[8]},'
-        f'"bytes_out":{entry[9]},"route":{_quote_json(entry[10])},'
-        f'"service":{_quote_json(entry[11])},"instance":{_quote_json(entry[12])},'
-        f'"connect_ms":{connect_ms},"first_byte_ms":{first_byte_ms},"total_ms":{total_ms},'
-        f'"retries":{entry[13]},"cause":{_quote_json(entry[14])},'
-        f'"consumer":{_quote_json(entry[17])},"trace_id":"{entry[18]}",'
-        f'"user_agent":{_quote_json(user_agent)},"referer":{_quote_json(_referer(referer))}}}\n'
-    )
-
-
-def _common(entry: EntryTuple, wall_offset: float, clock: _Clock) -> str:
-    return _common_line(_fields(entry, wall_offset))
-
-
-def _combined(entry: EntryTuple, wall_offset: float, clock: _Clock) -> str:
-    fields = _fields(entry, wall_offset)
-    return (
-        _common_line(fields)[:-1]
-        + f' "{_quote(fields["referer"]) or "-"}" "{_quote(fields["user_agent"]) or "-"}"\n'
-    )
-
-
-def _common_line(fields: dict[str, Any]) -> str:
-    size = str(fields["bytes_out"]) if fields["bytes_out"] else "-"
-    return (
-        f"{fields['client_ip'] or '-'} - {fields['consumer'] or '-'} "
-        f"[{_clf_time(fields['time'])}] "
-        f'"{fields["method"]} {_quote(fields["path"])} HTTP/{fields["http_version"]}" '
-        f"{fields['status']} {size}\n"
-    )
-
-
-def _quote(text: str) -> str:
-    """Apache escapes quotes and backslashes in logged strings; so do we, and control chars."""
-    if text.isprintable() and '"' not in text and "\\" not in text:
-        return text
-    return "".join(
-        "\\" + c if c in '"\\' else c if c.isprintable() else f"\\x{ord(c):02x}" for c in text
-    )
-
-
-def _clf_time(seconds: float) -> str:
-    return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(seconds))
-
-
-Renderer = Callable[[EntryTuple, float, _Clock], str]
-_RENDERERS: Final[dict[str, Renderer]] = {"json": _json, "common": _common, "combined": _combined}

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-from bisect import bisect_left
 from collections import deque
 from typing import Any, Final
 
 # Seconds. Gateway-local answers take microseconds; upstream calls milliseconds to seconds. Typed
 # as a tuple of any length: compiled by mypyc, a fixed-length tuple type would be a C struct, boxed
-# again (13 new floats) at every bisect.
+# again (13 new floats) at every lookup.
 DURATION_BUCKETS: Final[tuple[float, ...]] = (
     0.001,
     0.0025,
@@ -32,8 +31,22 @@ DURATION_BUCKETS: Final[tuple[float, ...]] = (
     5.0,
     10.0,
 )
+
+
+def bucket(seconds: float) -> int:
+    """The index of the first bucket bound at or above ``seconds`` (``bisect_left`` of
+    ``DURATION_BUCKETS``), by comparisons: compiled, each is a native one, where ``bisect`` compares
+    boxed floats through the object protocol (two a request, ~700 instructions between them).
+    Most requests take one or two steps."""
+    index = 0
+    for bound in DURATION_BUCKETS:
+        if seconds <= bound:
+            return index
+        index += 1
+    return index
+
+
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
-_bisect: Final = bisect_left
 STATUS_CLASSES: Final[tuple[str, ...]] = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 NO_ROUTE = ""  # the route and service labels of a request that matched no route
 RECENT_RELOADS = 10  # reload attempts remembered for the admin API and dashboard
@@ -55,7 +68,7 @@ class Histogram:
         self.total = 0.0
 
     def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.counts[bucket(seconds)] += 1
         self.total += seconds
 
     def export(self) -> list[Any]:
@@ -159,13 +172,13 @@ class WorkerStats:
             by_status = counters.requests[method] = {}
         by_status[status] = by_status.get(status, 0) + 1
         histogram = counters.duration
-        histogram.counts[_bisect(DURATION_BUCKETS, seconds)] += 1
+        histogram.counts[bucket(seconds)] += 1
         histogram.total += seconds
         if upstream_seconds >= 0 and service:
             upstream = counters.upstream
             if upstream is None:
                 upstream = counters.upstream = self._upstream_histogram(service)
-            upstream.counts[_bisect(DURATION_BUCKETS, upstream_seconds)] += 1
+            upstream.counts[bucket(upstream_seconds)] += 1
             upstream.total += upstream_seconds
         counters.bytes_in += bytes_in
         counters.bytes_out += bytes_out

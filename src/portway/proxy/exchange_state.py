@@ -178,9 +178,10 @@ class ExchangeState(Request, ResponseSink):
         self.framing = _NO_FRAMING
         self.out: list[bytes] = []
         self.trailers: list[bytes] | None = None
-        # For the access log, "" when absent: set by the client side from its one header scan.
-        self.user_agent = ""
-        self.referer = ""
+        # For the access log, as received (b"" when absent): set by the client side from its one
+        # header scan, decoded only if the log has not seen the value yet.
+        self.user_agent = b""
+        self.referer = b""
 
     @property
     def request(self) -> Request:

@@ -144,9 +144,9 @@ def new_exchange(conn: ClientConnection) -> Exchange:
         upgrading.init_upgrade()
         exchange = upgrading
     if fields.user_agent is not None:
-        exchange.user_agent = fields.user_agent.decode("latin-1")
+        exchange.user_agent = fields.user_agent
     if fields.referer is not None:
-        exchange.referer = fields.referer.decode("latin-1")
+        exchange.referer = fields.referer
     if transfer_encoding is not None or (content_length is not None and content_length != b"0"):
         has_body = True
         body_timeout = conn.body_timeout

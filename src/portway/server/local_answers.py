@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from portway.errors import HttpError
 from portway.messages import LocalAnswer
-from portway.observability.access_log import Entry
+from portway.observability.log_lines import Entry
 from portway.proxy import responses
 from portway.proxy.exchange import Exchange
 from portway.upstream.forward import new_request_id
@@ -95,18 +95,24 @@ def _account_error(conn: ClientConnection, error: HttpError, request_id: bytes, 
                 0.0,
                 0.0,
                 0.0,
-                None,
-                "1.1",
+                "",
                 error.status,
                 0,
                 size,
-                "",
-                "",
-                "",
                 0,
-                error.cause.decode("ascii"),
-                conn.client_ip,
                 request_id.decode("ascii"),
+                "",
+                conn.client_ip,
+                "",
+                b"",
+                b"",
+                "",
+                "",
+                "1.1",
+                "",
+                "",
+                "",
+                error.cause.decode("ascii"),
             )
         )
 
