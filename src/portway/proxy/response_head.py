@@ -7,8 +7,10 @@ client gets the raw bytes with the connection's end marking the body's.
 
 Once per response, so it is written for speed: field names are classified through a cache keyed
 by the name as received (upstreams repeat their spelling), the head is appended to the exchange's
-output as pieces (joined once with the body bytes), and the framing is one of sixteen shared,
-read-only ``Framing`` values.
+output a line at a time (joined once with the body bytes), and the framing is one of sixteen
+shared, read-only ``Framing`` values. A line is ``b"%s: %s\r\n" % (name, value)``: compiled, that
+is one allocation and four copies, where four pieces cost the final join ~130 instructions each
+(it takes a buffer of every piece).
 """
 
 from __future__ import annotations
@@ -130,10 +132,10 @@ def build_into(
         if kind is None:
             kind = _kind(name)
         if kind == _PLAIN:
-            out += (name, b": ", value, b"\r\n")
+            out.append(b"%s: %s\r\n" % (name, value))
         elif kind == _LENGTH:
             received = _LENGTH
-            out += (name, b": ", value, b"\r\n")
+            out.append(b"%s: %s\r\n" % (name, value))
         elif kind == _TRANSFER_ENCODING:
             received = _TRANSFER_ENCODING
         elif kind == _CONNECTION:
@@ -147,12 +149,12 @@ def build_into(
                 if kind is None:
                     kind = _kind(name)
                 if kind in (_PLAIN, _LENGTH) and name.lower() not in named:
-                    out += (name, b": ", value, b"\r\n")
-    out += (b"x-request-id: ", request_id, b"\r\n")
+                    out.append(b"%s: %s\r\n" % (name, value))
+    out.append(b"x-request-id: %s\r\n" % request_id)
     for name, value in added:
-        out += (name, b": ", value, b"\r\n")
+        out.append(b"%s: %s\r\n" % (name, value))
     if explain is not None:
-        out += (b"x-portway-explain: ", explain, b"\r\n")
+        out.append(b"x-portway-explain: %s\r\n" % explain)
     no_body = head_request or status == 204 or status == 304
     chunked = until_close = False
     if not no_body and received != _LENGTH:

@@ -175,27 +175,22 @@ def _bind(exchange: Exchange, upstream: UpstreamConnection) -> None:
     assert service is not None and endpoint is not None
     exchange.upstream = upstream
     trace = exchange.trace
-    # One join: request line, host, trace context, the client's and the forwarding headers.
-    parts = [
+    # Request line, host, trace context, the client's and the forwarding headers: one bytes
+    # formatting, which compiled is one allocation and a copy per piece (a join of a list of the
+    # pieces cost ~130 instructions a piece).
+    head = b"%s %s HTTP/1.1\r\nhost: %s\r\ntraceparent: 00-%s-%s-%s\r\n%s%s" % (
         exchange.verb,
-        b" ",
         exchange.target,
-        b" HTTP/1.1\r\nhost: ",
         service.host_header(endpoint) if service.rewrite_host else exchange.authority,
-        b"\r\ntraceparent: 00-",
         trace.trace_id,
-        b"-",
         trace.try_id,
-        b"-",
         trace.flags,
-        b"\r\n",
-    ]
-    if trace.tracestate is not None:
-        parts += (b"tracestate: ", trace.tracestate, b"\r\n")
-    parts.append(exchange.headers_rest)
+        b"" if trace.tracestate is None else b"tracestate: %s\r\n" % trace.tracestate,
+        exchange.headers_rest,
+    )
     pending = exchange.pending
     if pending:
-        parts += pending
+        head = b"".join([head, *pending])
         pending.clear()
         exchange.pending_bytes = 0
     client = exchange.client
@@ -203,7 +198,7 @@ def _bind(exchange: Exchange, upstream: UpstreamConnection) -> None:
         client.pause_reading(PAUSE_PENDING, False)
     if not exchange.t_sent:
         exchange.t_sent = _monotonic()
-    upstream.bind(exchange, b"".join(parts), service.first_byte_timeout)
+    upstream.bind(exchange, head, service.first_byte_timeout)
     if client.write_paused:  # the client is still behind on an earlier response
         exchange.client_write_paused(True)
 

@@ -144,6 +144,7 @@ TRACEPARENT: Final = 14
 TRACESTATE: Final = 15
 USER_AGENT: Final = 16  # forwarded as received, and kept for the access log
 REFERER: Final = 17
+UPGRADE: Final = 18  # hop-by-hop; noted, as llhttp upgrades no request without one (or CONNECT)
 _REQUEST_FIELD_KIND: Final = {
     b"host": HOST,
     b"content-length": CONTENT_LENGTH,
@@ -155,7 +156,7 @@ _REQUEST_FIELD_KIND: Final = {
     b"keep-alive": HOP,
     b"proxy-connection": HOP,
     b"trailer": HOP,
-    b"upgrade": HOP,
+    b"upgrade": UPGRADE,
     b"x-forwarded-for": XFF,
     b"x-forwarded-proto": XF_PROTO,
     b"x-forwarded-host": XF_HOST,
@@ -201,6 +202,7 @@ class RequestFields:
         "traceparent",
         "tracestate",
         "transfer_encoding",
+        "upgrade",
         "user_agent",
         "xf_host",
         "xf_port",
@@ -214,7 +216,7 @@ class RequestFields:
         xff = xf_proto = xf_host = xf_port = forwarded = traceparent = tracestate = None
         user_agent = referer = None
         host_count = 0
-        explain = te_trailers = False
+        explain = te_trailers = upgrade = False
         raw_kinds = _raw_kinds
         for name, value in headers:
             kind = raw_kinds.get(name)
@@ -258,6 +260,8 @@ class RequestFields:
                 traceparent = value if traceparent is None else traceparent + b"," + value
             elif kind == TRACESTATE:
                 tracestate = value if tracestate is None else tracestate + b"," + value
+            elif kind == UPGRADE:
+                upgrade = True
         self.lines = lines
         self.host = host
         self.host_count = host_count
@@ -276,6 +280,7 @@ class RequestFields:
         self.tracestate = tracestate
         self.user_agent = user_agent
         self.referer = referer
+        self.upgrade = upgrade
 
     def upstream_lines(
         self,
@@ -312,12 +317,13 @@ class RequestFields:
             )
         else:
             block = client.forwarding(host)
-        parts = [*lines, block, b"x-request-id: ", request_id, b"\r\n"]
-        if chunked:
-            parts.append(b"transfer-encoding: chunked\r\n")
-        if self.te_trailers:
-            parts.append(b"te: trailers\r\n")
-        if extra:
-            parts.append(extra)
-        parts.append(b"\r\n")
-        return b"".join(parts)
+        # One join of the client's lines, then one bytes formatting: compiled, a copy per piece
+        # (a join costs ~130 instructions a piece).
+        return b"%s%sx-request-id: %s\r\n%s%s%s\r\n" % (
+            b"".join(lines),
+            block,
+            request_id,
+            b"transfer-encoding: chunked\r\n" if chunked else b"",
+            b"te: trailers\r\n" if self.te_trailers else b"",
+            extra,
+        )

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from portway.routing import compile_routes
+from portway.routing import table as route_table
 from tests.unit.routing.builders import Service, request, route, selected, table
 
 # ------------------------------------------------------------------------------------------ hosts
@@ -216,8 +215,9 @@ def test_compiled_route_holds_the_target_itself() -> None:
     assert found is not None
     assert found.target is users
     assert (found.name, found.index, found.path, found.path_type) == ("route-0", 0, "/u", "prefix")
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        found.name = "other"  # type: ignore[misc]
+    if not route_table.__file__.endswith(".py"):  # compiled: Final attributes are not writable
+        with pytest.raises(AttributeError):
+            found.name = "other"  # type: ignore[misc]
 
 
 def test_route_with_unknown_service_is_skipped_and_reported() -> None:
