@@ -32,6 +32,12 @@ _DROPPED: Final = 1
 _LENGTH: Final = 2
 _TRANSFER_ENCODING: Final = 3
 _CONNECTION: Final = 4
+# Lengths of the names that are not _PLAIN: a name of any other length is plain without hashing
+# it (a fresh bytes object per response, so its hash is computed every time: Server, Date, most).
+_MAY_MATTER: Final = bytes(
+    1 if any(len(name) == size for name in (*_DROP, b"content-length", b"connection")) else 0
+    for size in range(32)
+)
 _NAME_KINDS_LIMIT: Final = 1024
 _name_kinds: Final[dict[bytes, int]] = {}  # name as received -> kind; bounded, filled as names come
 
@@ -128,9 +134,13 @@ def build_into(
     connection: bytes | None = None
     kinds = _name_kinds
     for name, value in headers:
-        kind = kinds.get(name)
-        if kind is None:
-            kind = _kind(name)
+        size = len(name)
+        if size < 32 and _MAY_MATTER[size]:
+            kind = kinds.get(name)
+            if kind is None:
+                kind = _kind(name)
+        else:
+            kind = _PLAIN
         if kind == _PLAIN:
             out.append(b"%s: %s\r\n" % (name, value))
         elif kind == _LENGTH:
