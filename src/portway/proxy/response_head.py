@@ -19,9 +19,9 @@ from typing import Final
 
 from portway.upstream.forward import (
     HOP_BY_HOP,
-    PLAIN_CONNECTION,
     REQUEST_ID_HEADER,
     connection_tokens,
+    names_fields,
 )
 
 _DROP: Final = HOP_BY_HOP | {REQUEST_ID_HEADER}
@@ -150,7 +150,7 @@ def build_into(
             received = _TRANSFER_ENCODING
         elif kind == _CONNECTION:
             connection = value if connection is None else connection + b"," + value
-    if connection is not None and connection.lower() not in PLAIN_CONNECTION:
+    if connection is not None and names_fields(connection):
         named = connection_tokens([connection]) - HOP_BY_HOP
         if named:  # fields the upstream declared hop-by-hop: write the fields again without them
             del out[start + 1 :]

@@ -50,6 +50,16 @@ CONSUMER_HEADER: Final = b"x-portway-consumer"
 # Connection values that name no other field: the common case needs no token parsing.
 PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})
 
+
+def names_fields(connection: bytes) -> bool:
+    """Whether a Connection value may name fields to drop: not a plain value. The usual
+    lower-case spellings are compared as they are first (lowering is a method call and a copy)."""
+    return (
+        connection != b"keep-alive"
+        and connection != b"close"
+        and connection.lower() not in PLAIN_CONNECTION
+    )
+
 _REQUEST_ID_OK: Final = re.compile(rb"^[A-Za-z0-9._:+/=-]{1,200}$")
 
 
@@ -296,7 +306,7 @@ class RequestFields:
         ``host`` is the authority the client asked for (X-Forwarded-Host, Forwarded ``host=``).
         """
         lines = self.lines
-        if self.connection is not None and self.connection.lower() not in PLAIN_CONNECTION:
+        if self.connection is not None and names_fields(self.connection):
             named = connection_tokens([self.connection]) - HOP_BY_HOP
             if named:  # fields the client declared hop-by-hop (RFC 9110 §7.6.1)
                 lines = [line for line in lines if line.split(b":", 1)[0].lower() not in named]
