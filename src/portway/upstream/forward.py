@@ -60,6 +60,7 @@ def names_fields(connection: bytes) -> bool:
         and connection.lower() not in PLAIN_CONNECTION
     )
 
+
 _REQUEST_ID_OK: Final = re.compile(rb"^[A-Za-z0-9._:+/=-]{1,200}$")
 
 
